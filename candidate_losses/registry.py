@@ -1,0 +1,80 @@
+"""Name -> LossSpec registry over the baseline modules and the promoted (discovered) losses."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import Any, Callable
+
+from candidate_losses.contract import LossFn, LossSpec, Origin, spec_from_function
+
+_REGISTRY: dict[str, LossSpec] = {}
+_LOADED = False
+_BASELINE_MODULES = ("candidate_losses.baselines", "candidate_losses.discopop")
+DISCOVERED_DIR = Path(__file__).parent / "discovered"
+# Other names people use for the same losses (TRL loss_type names, paper names).
+ALIASES: dict[str, str] = {"sigmoid": "dpo", "discopop": "lrml", "slic": "hinge", "rdpo": "robust"}
+
+
+def register(
+    *,
+    name: str | None = None,
+    reference: str = "",
+    batch_coupled: bool = False,
+    origin: Origin = "baseline",
+    provenance: dict[str, Any] | None = None,
+) -> Callable[[LossFn], LossFn]:
+    """Decorator: add a contract function to the registry (the function itself is returned)."""
+
+    def wrap(fn: LossFn) -> LossFn:
+        spec = spec_from_function(
+            fn, name=name, origin=origin, reference=reference,
+            batch_coupled=batch_coupled, provenance=provenance,
+        )
+        if spec.name in _REGISTRY and _REGISTRY[spec.name].fn is not fn:
+            raise ValueError(f"loss name {spec.name!r} registered twice")
+        _REGISTRY[spec.name] = spec
+        return fn
+
+    return wrap
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for mod in _BASELINE_MODULES:
+        importlib.import_module(mod)
+    # Promoted winners: each a module in candidate_losses/discovered/ that registers itself,
+    # with its provenance (campaign, scores, date) in a sidecar JSON of the same stem.
+    if DISCOVERED_DIR.is_dir():
+        for info in pkgutil.iter_modules([str(DISCOVERED_DIR)]):
+            importlib.import_module(f"candidate_losses.discovered.{info.name}")
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss called ``name`` (case-insensitive; '-' and '_' are the same)."""
+    _load()
+    key = name.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    for spec_name, spec in _REGISTRY.items():
+        if spec_name.lower().replace("-", "_") == key:
+            return spec
+    known = ", ".join(sorted(_REGISTRY))
+    raise KeyError(f"unknown loss {name!r}; known losses: {known}")
+
+
+def list_losses(origin: Origin | None = None) -> list[LossSpec]:
+    """Every registered loss (optionally only baselines or only discovered), sorted by name."""
+    _load()
+    specs = sorted(_REGISTRY.values(), key=lambda s: s.name)
+    return [s for s in specs if origin is None or s.origin == origin]
+
+
+def discovered_provenance(stem: str) -> dict[str, Any]:
+    """Read the provenance sidecar written by `prefdisco promote` for a discovered loss module."""
+    path = DISCOVERED_DIR / f"{stem}.json"
+    return json.loads(path.read_text()) if path.exists() else {}

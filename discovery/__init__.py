@@ -1,0 +1,1 @@
+"""The outer loop: proposers, prompt rendering, program database, sandbox, campaign runner, CLI."""

@@ -1,0 +1,183 @@
+"""Typed campaign configuration: YAML in, dataclasses out, fully resolved YAML back.
+
+Every knob lives here once, with its default and a one-line reason. `load_config` rejects unknown
+keys (a typo must not silently fall back to a default) and `dump_config` writes the resolved copy
+that a campaign directory keeps, so `prefdisco run --resume DIR` needs nothing but DIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from discovery.errors import UserError
+
+
+@dataclass
+class ModelEndpoint:
+    """One OpenAI-compatible model; several make a weighted ensemble."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None  # None: the openai client's default (api.openai.com)
+    api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
+    weight: float = 1.0  # ensemble sampling weight
+    input_cost_per_mtok: float = 0.0  # USD per million prompt tokens, for cost accounting
+    output_cost_per_mtok: float = 0.0  # USD per million completion tokens
+
+
+@dataclass
+class LLMConfig:
+    """LLMProposer settings; used when `proposer.kind` is "llm"."""
+
+    models: list[ModelEndpoint] = field(default_factory=lambda: [ModelEndpoint()])
+    temperature: float = 0.8
+    max_tokens: int = 2048
+    samples: int = 1  # completions per prompt (each becomes a candidate)
+    max_retries: int = 5  # on 429 / 5xx / timeouts
+    backoff_initial_s: float = 1.0  # exponential backoff start (Retry-After wins when given)
+    backoff_max_s: float = 60.0
+    request_timeout_s: float = 120.0
+    repair: bool = True  # one repair retry for candidates failing validation or the probe
+
+
+@dataclass
+class MutationConfig:
+    """MutationProposer settings (offline, no LLM)."""
+
+    crossover_rate: float = 0.3  # probability of gate-mixing two parents instead of mutating one
+    max_edits: int = 2  # mutations applied per child (1..max_edits)
+    constant_sigma: float = 0.4  # log-normal sigma for constant perturbation
+    max_nodes: int = 400  # children with larger ASTs are discarded (bloat control)
+
+
+@dataclass
+class ProposerConfig:
+    kind: str = "mutation"  # "mutation" (offline default) or "llm"
+    inspirations: int = 2  # extra archive programs shown besides the parent(s)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    mutation: MutationConfig = field(default_factory=MutationConfig)
+
+
+@dataclass
+class DatabaseConfig:
+    url: str | None = None  # None: sqlite:///<campaign dir>/campaign.db; a postgresql:// URL works too
+    islands: int = 2
+    migration_interval: int = 4  # generations between ring migrations of each island's best
+    selection_lambda: float = 1.0  # sharpness of sigmoid((score - median) / MAD) in parent choice
+    fingerprint_dedupe: bool = True  # behaviour-identical candidates are recorded as duplicates
+
+
+@dataclass
+class CascadeConfig:
+    """Stages and their gates; thresholds are relative to DPO's score on the same suite."""
+
+    screen_suite: str = "screen"
+    fitness_suite: str = "fitness"
+    heldout_suite: str = "heldout"
+    screen_seeds: int | None = None  # None: the suite's own seed count
+    fitness_seeds: int | None = None
+    heldout_seeds: int | None = None
+    screen_margin: float = 0.05  # pass the screen if fitness >= dpo - margin * max(|dpo|, 1)
+    heldout_top_k: int = 3  # finalists evaluated on the held-out suite at the end
+    job_timeout_s: float = 600.0  # wall limit for one suite evaluation in the sandbox
+    cache_dir: str | None = None  # reference-model cache (None: PREFDISCO_CACHE or ~/.cache)
+
+
+@dataclass
+class BudgetConfig:
+    max_candidates: int = 40  # proposals (baselines excluded)
+    max_wall_time_s: float | None = None
+    max_tokens: int | None = None  # LLM prompt + completion tokens
+    max_cost_usd: float | None = None
+
+
+@dataclass
+class CampaignConfig:
+    """A discovery campaign: what to search from, how to propose, how to evaluate, when to stop."""
+
+    name: str = "campaign"
+    seed: int = 0
+    baselines: list[str] = field(default_factory=lambda: ["dpo", "ipo", "hinge", "lrml"])
+    generation_size: int = 4  # proposals per generation
+    pipeline_lag: int = 1  # generation g sees the archive up to g-1-lag: evaluate while proposing
+    workers: int = 2  # sandboxed evaluation workers
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Recursively turn plain YAML data into dataclass `cls`, rejecting unknown keys."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(hint, value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(inner, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{path}: expected a list")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise UserError(f"{path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any] | None) -> CampaignConfig:
+    cfg = _build(CampaignConfig, data or {}, "")
+    if cfg.proposer.kind not in ("mutation", "llm"):
+        raise UserError(f"proposer.kind: {cfg.proposer.kind!r} is not one of 'mutation', 'llm'")
+    if cfg.generation_size < 1 or cfg.workers < 1:
+        raise UserError("generation_size and workers must be >= 1")
+    if "dpo" not in [b.lower() for b in cfg.baselines]:
+        raise UserError("baselines must include 'dpo' (every stage's gate is relative to DPO)")
+    return cfg
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; pass a YAML file such as configs/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(data)
+
+
+def config_to_dict(cfg: CampaignConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: CampaignConfig) -> str:
+    """The fully resolved config as YAML (every default spelled out)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,106 @@
+"""Typed prompt contexts and their rendering through the jinja2 templates in `prompts/`.
+
+The contexts are the only channel from the database to a proposer. `ProgramSummary` has no field
+for held-out scores on purpose: the held-out suite measures what the search never optimised, so it
+must never leak into a prompt (tests/discovery/test_prompting.py checks this).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+CONTRACT_SIGNATURE = (
+    "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+    "reference_rejected_logps, beta):"
+)
+
+
+@dataclass
+class ProgramSummary:
+    """What a proposer may know about one archive program (never its held-out score)."""
+
+    id: str
+    name: str
+    code: str
+    fitness: float | None = None
+    fitness_se: float | None = None
+    screen_fitness: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # per-task breakdown, search suites only
+    behaviour: str = ""  # one line from the sandbox probe (shape of the loss in z)
+    generation: int = 0
+    proposer: str = ""
+    thought: str = ""
+
+
+@dataclass
+class ProposalContext:
+    """Everything needed to propose children for one slot of one generation."""
+
+    generation: int
+    island: int
+    slot: int
+    seed: int
+    parents: list[ProgramSummary]
+    inspirations: list[ProgramSummary] = field(default_factory=list)
+    dpo_fitness: float | None = None
+    samples: int = 1
+
+
+@dataclass
+class RepairContext:
+    """A candidate that failed validation or the probe, with its classified error."""
+
+    generation: int
+    seed: int
+    failed: ProgramSummary
+    failure_class: str
+    message: str
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FunctionLoader(_load_template)
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["score"] = _format_score
+    return env
+
+
+def _load_template(name: str) -> str:
+    return resources.files("prompts").joinpath(name).read_text()
+
+
+def _format_score(value: Any, se: Any = None) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.4f}"
+    if se is not None:
+        text += f" ± {se:.4f}"
+    return text
+
+
+def render(template: str, **variables: Any) -> str:
+    return _environment().get_template(template).render(**variables)
+
+
+def render_system() -> str:
+    return render("system.j2", signature=CONTRACT_SIGNATURE)
+
+
+def render_propose(context: ProposalContext) -> str:
+    return render("propose.j2", ctx=context, signature=CONTRACT_SIGNATURE)
+
+
+def render_repair(context: RepairContext) -> str:
+    return render("repair.j2", ctx=context, signature=CONTRACT_SIGNATURE)

@@ -1,0 +1,163 @@
+"""The SFT'd reference policy of a (task, seed, model/SFT/data config) and everything derived
+from it that does not depend on the candidate loss: sampled preference pairs with their gold
+rewards and reference log-probs, held-out pairs, evaluation prompts with reference samples.
+
+Built once and cached as one file under ``<cache_dir>/tinylm/``; the write is atomic (tmp file
++ ``os.replace``), so concurrent sandbox workers may race to build it and both stay correct.
+Labels are NOT cached: label noise is a per-run parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evaluators.lm import Vocab, build_model, response_logps, sample
+from evaluators.tasks import TextTask
+from evaluators.tinylm_config import TinyLMConfig
+from evaluators.training import run_seed
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PREFDISCO_CACHE") or Path.home() / ".cache" / "prefdisco")
+
+
+def cache_key(task: TextTask, seed: int, cfg: TinyLMConfig, device: str) -> str:
+    from dataclasses import asdict
+
+    ident = {"v": CACHE_VERSION, "task": task.name, "params": task.params(), "seed": seed,
+             "model": asdict(cfg.model), "sft": asdict(cfg.sft), "data": asdict(cfg.data),
+             "device": device.split(":")[0]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _encode(task: TextTask, vocab: Vocab, prompts: list[list[str]], responses: list[list[str]]
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = task.max_response_len + 1
+    prefix = torch.tensor([vocab.prefix(p) for p in prompts], dtype=torch.long)
+    enc = [vocab.encode_response(r, width) for r in responses]
+    resp = torch.tensor([e[0] for e in enc], dtype=torch.long)
+    length = torch.tensor([e[1] for e in enc], dtype=torch.long)
+    return prefix, resp, length
+
+
+def rewards_of(task: TextTask, vocab: Vocab, prefix: torch.Tensor, resp: torch.Tensor,
+               length: torch.Tensor) -> torch.Tensor:
+    """Gold reward of each (prompt, sampled response) pair."""
+    out = []
+    for p, r, n in zip(prefix.tolist(), resp.tolist(), length.tolist()):
+        prompt = [vocab.tokens[i] for i in p[1:-1]]
+        out.append(task.gold_reward(prompt, vocab.decode_response(r, n)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _sft(model: torch.nn.Module, task: TextTask, vocab: Vocab, cfg: TinyLMConfig, seed: int,
+         device: str) -> list[float]:
+    rng = random.Random(run_seed("sft-corpus", task.name, seed))
+    prompts = [task.sample_prompt(rng) for _ in range(cfg.sft.corpus)]
+    responses = [task.sample_sft_response(p, rng) for p in prompts]
+    prefix, resp, length = (t.to(device) for t in _encode(task, vocab, prompts, responses))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=cfg.sft.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 - 0.9 * s / max(1, cfg.sft.steps))
+    gen = torch.Generator().manual_seed(run_seed("sft-order", seed))
+    curve = []
+    model.train()
+    for step in range(cfg.sft.steps):
+        idx = torch.randint(cfg.sft.corpus, (cfg.sft.batch_size,), generator=gen).to(device)
+        with _autocast(device):
+            logp = response_logps(model, prefix[idx], resp[idx], length[idx])
+        loss = -logp.sum() / length[idx].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 20 == 0 or step == cfg.sft.steps - 1:
+            curve.append(float(loss))
+    model.eval()
+    return curve
+
+
+def _autocast(device: str):
+    """bf16 autocast on CUDA, plain fp32 on CPU."""
+    import contextlib
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, device: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    vocab = Vocab(task.vocabulary())
+    width = task.max_response_len + 1
+    n_positions = 1 + task.prompt_len + 1 + width
+    model = build_model(len(vocab), n_positions, cfg.model, run_seed("init", seed)).to(device)
+    sft_curve = _sft(model, task, vocab, cfg, seed, device)
+    gen = torch.Generator().manual_seed(run_seed("reference-samples", task.name, seed))
+    rng = random.Random(run_seed("prompts", task.name, seed))
+
+    def prefixes(n: int) -> torch.Tensor:
+        return torch.tensor([vocab.prefix(task.sample_prompt(rng)) for _ in range(n)],
+                            dtype=torch.long, device=device)
+
+    bundle: dict[str, Any] = {}
+    with torch.no_grad(), _autocast(device):
+        for split, n in (("train", cfg.data.train_pairs), ("heldout", cfg.data.heldout_pairs)):
+            prefix = prefixes(n)
+            a, a_len = sample(model, prefix, width, gen)
+            b, b_len = sample(model, prefix, width, gen)
+            bundle[split] = {
+                "prefix": prefix.cpu(), "a": a.cpu(), "a_len": a_len.cpu(), "b": b.cpu(),
+                "b_len": b_len.cpu(),
+                "ra": rewards_of(task, vocab, prefix.cpu(), a.cpu(), a_len.cpu()),
+                "rb": rewards_of(task, vocab, prefix.cpu(), b.cpu(), b_len.cpu()),
+                "ref_a": response_logps(model, prefix, a, a_len).float().cpu(),
+                "ref_b": response_logps(model, prefix, b, b_len).float().cpu(),
+            }
+        prefix = prefixes(cfg.data.eval_prompts)
+        resp, length = sample(model, prefix, width, gen)
+        ref_reward = rewards_of(task, vocab, prefix.cpu(), resp.cpu(), length.cpu())
+        bundle["eval"] = {"prefix": prefix.cpu(), "resp": resp.cpu(), "len": length.cpu(),
+                          "reward": ref_reward}
+    bundle["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    bundle["meta"] = {
+        "task": task.name, "params": task.params(), "seed": seed, "vocab": vocab.tokens,
+        "n_positions": n_positions, "sft_curve": sft_curve,
+        "reference_reward": float(ref_reward.mean()),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "build_time_s": time.perf_counter() - start,
+    }
+    return bundle
+
+
+def load_or_build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, cache_dir: Path,
+                            device: str) -> dict[str, Any]:
+    path = Path(cache_dir) / "tinylm" / f"{task.name}-s{seed}-{cache_key(task, seed, cfg, device)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated file from a killed older version: rebuild it
+            pass
+    bundle = build_reference(task, seed, cfg, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(bundle, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return bundle

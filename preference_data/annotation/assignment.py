@@ -1,0 +1,139 @@
+"""Who sees which item next: overlap k per item, per-group quotas, leases for opened items.
+
+An item's k slots are counted as submitted judgments plus open leases (an item shown to an
+annotator and not yet answered, younger than `lease_minutes`). An item leaves every queue once it
+has k submissions. A quota reserves slots per item for a group (an attribute value), so an
+annotator from a large group cannot take the last slots a small group still needs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from preference_data.annotation.models import Annotator, Assignment, Item, Project, utcnow
+from preference_data.annotation.spec import ProjectSpec
+from preference_data.annotation.store import as_utc
+
+# Serialises "pick an item and lease it" within one server process, so two annotators asking at
+# the same moment never both take the last slot. (Across processes the unique constraints still
+# prevent duplicate work; at worst an item gets one judgment more than k.)
+ASSIGN_LOCK = threading.Lock()
+
+
+@dataclass
+class SlotCount:
+    submitted: int = 0
+    leased: int = 0
+    by_group: dict[str | None, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def taken(self) -> int:
+        return self.submitted + self.leased
+
+
+def group_of(annotator: Annotator, spec: ProjectSpec) -> str | None:
+    if not spec.quotas.attribute:
+        return None
+    value = (annotator.attributes or {}).get(spec.quotas.attribute)
+    return None if value is None else str(value)
+
+
+def may_take(count: SlotCount, k: int, group: str | None, quotas: dict[str, int]) -> bool:
+    """True if one more judgment from `group` still leaves room for every other group's quota."""
+    slots_left = k - count.taken
+    if slots_left < 1:
+        return False
+    reserved = sum(max(0, need - count.by_group.get(g, 0)) for g, need in quotas.items() if g != group)
+    return slots_left - 1 >= reserved
+
+
+def slot_counts(s: Session, project: Project, spec: ProjectSpec, now: datetime) -> dict[str, SlotCount]:
+    lease_start = now - timedelta(minutes=spec.lease_minutes)
+    counts: dict[str, SlotCount] = defaultdict(SlotCount)
+    rows = s.execute(select(Assignment.item_id, Assignment.status, Assignment.shown_at,
+                            Annotator.attributes)
+                     .join(Annotator, Annotator.id == Assignment.annotator_id)
+                     .where(Annotator.project_id == project.id, Assignment.status != "skipped"))
+    attr = spec.quotas.attribute
+    for item_id, status, shown_at, attrs in rows:
+        c = counts[item_id]
+        if status == "submitted":
+            c.submitted += 1
+        elif as_utc(shown_at) >= lease_start:
+            c.leased += 1
+        else:
+            continue  # an expired lease frees its slot
+        if attr:
+            c.by_group[(attrs or {}).get(attr)] += 1
+    return counts
+
+
+def current_assignment(s: Session, annotator: Annotator) -> Assignment | None:
+    """The item this annotator opened and has not answered yet (resume after a reload)."""
+    return s.scalar(select(Assignment).where(Assignment.annotator_id == annotator.id,
+                                             Assignment.status == "assigned")
+                    .order_by(Assignment.shown_at).limit(1))
+
+
+def next_assignment(s: Session, project: Project, spec: ProjectSpec, annotator: Annotator,
+                    rng: random.Random | None = None) -> Assignment | None:
+    """Resume the open assignment or lease a new item; None when nothing is left for this person."""
+    rng = rng or random.Random()
+    with ASSIGN_LOCK:
+        open_one = current_assignment(s, annotator)
+        if open_one is not None:
+            return open_one
+        now = utcnow()
+        counts = slot_counts(s, project, spec, now)
+        done = set(s.scalars(select(Assignment.item_id)
+                             .where(Assignment.annotator_id == annotator.id)))
+        group = group_of(annotator, spec)
+        quotas = spec.quotas.per_item
+        best: tuple[tuple[int, int], str] | None = None
+        for item_id, in s.execute(select(Item.id).where(Item.project_id == project.id)
+                                  .order_by(Item.created_at, Item.id)):
+            if item_id in done:
+                continue
+            c = counts.get(item_id, SlotCount())
+            if not may_take(c, project.overlap, group, quotas):
+                continue
+            # Prefer items where this person's group is still under quota, then nearly-done items.
+            under_quota = int(group in quotas and c.by_group.get(group, 0) < quotas[group])
+            key = (under_quota, c.taken)
+            if best is None or key > best[0]:
+                best = (key, item_id)
+        if best is None:
+            return None
+        item = s.get(Item, best[1])
+        assert item is not None
+        order = [r.id for r in item.responses]
+        rng.shuffle(order)
+        asg = Assignment(item_id=item.id, annotator_id=annotator.id, status="assigned",
+                         display_order=order, shown_at=now)
+        s.add(asg)
+        try:
+            s.commit()
+        except IntegrityError:  # same annotator in two tabs raced us; use the row that won
+            s.rollback()
+            return current_assignment(s, annotator)
+        return asg
+
+
+def skip_assignment(s: Session, annotator: Annotator, item_id: str) -> bool:
+    asg = s.scalar(select(Assignment).where(Assignment.annotator_id == annotator.id,
+                                            Assignment.item_id == item_id,
+                                            Assignment.status == "assigned"))
+    if asg is None:
+        return False
+    asg.status = "skipped"
+    asg.finished_at = utcnow()
+    s.commit()
+    return True
