@@ -82,7 +82,7 @@ class CascadeConfig:
     screen_seeds: int | None = None  # None: the suite's own seed count
     fitness_seeds: int | None = None
     heldout_seeds: int | None = None
-    screen_margin: float = 0.05  # pass the screen if fitness >= dpo - margin * max(|dpo|, 1)
+    screen_margin: float = 0.05  # pass the screen if its score >= dpo - margin * |dpo| (a fraction)
     heldout_top_k: int = 3  # finalists evaluated on the held-out suite at the end
     job_timeout_s: float = 600.0  # wall limit for one suite evaluation in the sandbox
     cache_dir: str | None = None  # reference-model cache (None: PREFDISCO_CACHE or ~/.cache)
@@ -181,3 +181,19 @@ def config_to_dict(cfg: CampaignConfig) -> dict[str, Any]:
 def dump_config(cfg: CampaignConfig) -> str:
     """The fully resolved config as YAML (every default spelled out)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def resolve_paths(cfg: CampaignConfig, base: Path) -> CampaignConfig:
+    """Make suite files and the cache dir absolute (sandbox workers run in a private temp cwd)."""
+    c = cfg.cascade
+    for attr in ("screen_suite", "fitness_suite", "heldout_suite"):
+        value = getattr(c, attr)
+        if value.endswith((".yaml", ".yml")) or "/" in value:
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else (base / path)
+            if not path.is_file():
+                raise UserError(f"cascade.{attr}: suite file {path} not found")
+            setattr(c, attr, str(path.resolve()))
+    if c.cache_dir:
+        c.cache_dir = str((base / Path(c.cache_dir).expanduser()).resolve())
+    return cfg

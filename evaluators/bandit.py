@@ -70,7 +70,9 @@ def _problem(cfg: BanditConfig, seed: int) -> dict[str, torch.Tensor]:
     return {"u": u, "ref_logits": ref_logits, "train": train, "heldout": heldout}
 
 
-def run_bandit(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any]) -> RunResult:
+def run_bandit(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
+               cache_dir: Any = None, device: str | None = None) -> RunResult:
+    """One bandit run (CPU, no cache: the problem is regenerated from the seed in milliseconds)."""
     start = time.perf_counter()
     cfg = BanditConfig.from_spec(spec)
     prob = _problem(cfg, spec.seed)

@@ -12,12 +12,16 @@ stay self-contained: imports at the top, nothing prefdisco-specific below them.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import torch
+import trl
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+# `_compute_loss` below mirrors this TRL version's DPOTrainer internals (fused LM head, metrics).
+WRITTEN_FOR_TRL = "1.16"
 # Batch keys that are not model inputs.
 NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "weight"})
 
@@ -56,6 +60,9 @@ class PreferenceLossDPOTrainer(DPOTrainer):
         if self.loss_fn is None:
             raise ValueError("pass loss_fn=... (or subclass and set loss_fn)")
         self.loss_kwargs = {**self.default_loss_kwargs, **(loss_kwargs or {})}
+        if not trl.__version__.startswith(WRITTEN_FOR_TRL + "."):
+            warnings.warn(f"written for TRL {WRITTEN_FOR_TRL}.x, running on {trl.__version__}; check the logged loss",
+                          stacklevel=2)
         super().__init__(*args, **kwargs)
         unsupported = {
             "loss_type": self.loss_types != ["sigmoid"],

@@ -53,8 +53,9 @@ def build_model(vocab_size: int, n_positions: int, cfg: ModelConfig, seed: int) 
         n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
     )
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
     return model
 
 
@@ -67,7 +68,8 @@ def response_logps(
 ) -> torch.Tensor:
     """[B] summed log-probs of the response tokens (EOS included) given the prefix."""
     ids = torch.cat([prefix, response], dim=1)
-    logits = model(input_ids=ids).logits[:, prefix.shape[1] - 1: -1].float()
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    logits = logits[:, prefix.shape[1] - 1: -1].float()
     token_logp = torch.log_softmax(logits, dim=-1).gather(2, response.unsqueeze(2)).squeeze(2)
     mask = torch.arange(response.shape[1], device=ids.device)[None, :] < length[:, None]
     return (token_logp * mask).sum(dim=1)
@@ -86,7 +88,7 @@ def sample(
         length = torch.full((n,), width, dtype=torch.long, device=ids.device)
         done = torch.zeros(n, dtype=torch.bool, device=ids.device)
         for t in range(width):
-            logits = model(input_ids=ids).logits[:, -1].float()
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()
             probs = torch.softmax(logits, dim=-1)
             nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(ids.device)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)

@@ -84,7 +84,7 @@ def _sft(model: torch.nn.Module, task: TextTask, vocab: Vocab, cfg: TinyLMConfig
         opt.step()
         sched.step()
         if step % 20 == 0 or step == cfg.sft.steps - 1:
-            curve.append(float(loss))
+            curve.append(float(loss.detach()))
     model.eval()
     return curve
 
@@ -156,6 +156,7 @@ def load_or_build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, cache_
     os.close(fd)
     try:
         torch.save(bundle, tmp)
+        os.chmod(tmp, 0o644)  # readable by sandbox workers running under another uid
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

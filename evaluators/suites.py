@@ -15,7 +15,15 @@ from typing import Any
 import yaml
 
 SUITES_DIR = Path(__file__).parent / "suites"
-TIERS = ("bandit", "tinylm")
+# tier name -> "module:function" running one RunSpec: fn(spec, loss_fn, loss_kwargs, cache_dir, device)
+TIER_RUNNERS: dict[str, str] = {
+    "bandit": "evaluators.bandit:run_bandit",
+    "tinylm": "evaluators.tinylm:run_tinylm",
+    "pluralistic": "evaluators.pluralistic:run_pluralistic",
+    "spa": "preference_data.spa.tier:run_spa_tier",   # SPA loop (self-labelled data); issue 7
+}
+TIERS = tuple(TIER_RUNNERS)
+CONFIG_SECTIONS = ("model", "sft", "data", "train", "bandit", "pluralistic", "spa")  # per-tier config keys
 
 
 @dataclass(frozen=True)
@@ -131,14 +139,14 @@ def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
         raise ValueError("scoring.beta_aggregate must be 'max' or 'mean'")
     groups = []
     group_keys = {"tier", "task", "seeds", "betas", "noise", "kl_budget", "task_params",
-                  "model", "sft", "data", "train", "bandit"}
+                  *CONFIG_SECTIONS}
     for raw in data.get("groups") or []:
         unknown = set(raw) - group_keys
         if unknown:
             raise ValueError(f"suite {path}: group {raw.get('task')}: unknown keys {sorted(unknown)}")
         if raw.get("tier") not in TIERS:
             raise ValueError(f"suite {path}: tier must be one of {TIERS}, got {raw.get('tier')!r}")
-        config = {k: dict(raw[k]) for k in ("model", "sft", "data", "train", "bandit") if k in raw}
+        config = {k: dict(raw[k]) for k in CONFIG_SECTIONS if k in raw}
         groups.append(RunGroup(
             tier=raw["tier"],
             task=str(raw.get("task", "bandit")),

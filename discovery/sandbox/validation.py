@@ -94,6 +94,9 @@ def _check_node(node: ast.AST) -> list[ValidationError]:
         if node.attr in BANNED_ATTRIBUTES:
             return [_unsafe(node, f"attribute '.{node.attr}' is not allowed in a loss function "
                                   "(files, processes, native code or global state)")]
+    if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        return [_unsafe(node, "assigning or deleting attributes is not allowed (it would patch "
+                              "shared modules); use local variables")]
     if isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value:
         return [_unsafe(node, "string constants containing '__' are not allowed")]
     if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef, ast.Await, ast.AsyncFor,
@@ -129,7 +132,7 @@ def _check_signature(fn: ast.FunctionDef) -> list[ValidationError]:
 
 
 def validate_source(code: str) -> list[ValidationError]:
-    """Every static reason to reject ``code``; an empty list means it may go to the sandbox."""
+    """Every static reason to reject ``code`` (most important first); [] means it may run."""
     if not isinstance(code, str) or not code.strip():
         return [ValidationError("contract", 0, "empty source: define one loss function")]
     if len(code) > MAX_SOURCE_CHARS:
@@ -164,10 +167,13 @@ def validate_source(code: str) -> list[ValidationError]:
         errors.extend(_check_signature(functions[0]))
     for node in ast.walk(tree):
         errors.extend(_check_node(node))
-    return errors
+    return sorted(errors, key=_priority)
+
+
+def _priority(error: ValidationError) -> tuple[int, int]:
+    return {"syntax": 0, "unsafe": 1, "contract": 2}.get(error.kind, 3), error.line
 
 
 def first_error(errors: list[ValidationError]) -> ValidationError | None:
-    """The error to report: syntax before unsafe before contract (most actionable first)."""
-    order = {"syntax": 0, "unsafe": 1, "contract": 2}
-    return min(errors, key=lambda e: (order.get(e.kind, 3), e.line)) if errors else None
+    """The error to report: syntax before unsafe before contract, then by line."""
+    return min(errors, key=_priority) if errors else None

@@ -285,5 +285,6 @@ def admin_summary(s: Session, db_url: str, project: Project) -> dict[str, Any]:
                            "annotators": len(members), "submitted": sub,
                            "share": round(sub / total_sub, 3),
                            "target_share": spec.population_shares.get(attr.name, {}).get(v)})
-    return {"status": status, "annotators": people, "groups": groups,
-            "agreement": agreement_by_dimension(rows)}
+    agreement = agreement_by_dimension(rows)
+    ordered = {d.name: agreement[d.name] for d in project.dimensions if d.name in agreement}
+    return {"status": status, "annotators": people, "groups": groups, "agreement": ordered}

@@ -9,6 +9,7 @@ written by a newer prefdisco is refused rather than misread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
 
 
 class SchemaTooNew(RuntimeError):
@@ -48,16 +50,19 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 def get_engine(db_url: str) -> Engine:
     """One engine per URL per process, schema upgraded on first use."""
-    engine = _ENGINES.get(db_url)
-    if engine is None:
-        if db_url.startswith("sqlite"):
-            engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30},
-                                   pool_size=20, max_overflow=20)
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(db_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        migrate(engine)
-        _ENGINES[db_url] = engine
+    with _ENGINES_LOCK:
+        return _ENGINES.get(db_url) or _open(db_url)
+
+
+def _open(db_url: str) -> Engine:
+    if db_url.startswith("sqlite"):
+        engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=20, max_overflow=20)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(db_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    migrate(engine)
+    _ENGINES[db_url] = engine
     return engine
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from preference_data.annotation.db import session_factory
@@ -114,6 +113,19 @@ def add_annotators(db_url: str, project: str, count: int, attributes: dict[str, 
             s.flush()
             out.append(NewAnnotator(a.id, token))
     return out
+
+
+def revoke_annotators(db_url: str, project: str, annotator_ids: list[str]) -> int:
+    with session_factory(db_url)() as s, s.begin():
+        p = get_project(s, project)
+        found = s.scalars(select(Annotator).where(Annotator.project_id == p.id,
+                                                  Annotator.id.in_(annotator_ids))).all()
+        missing = set(annotator_ids) - {a.id for a in found}
+        if missing:
+            raise StoreError(f"no annotator(s) {sorted(missing)} in project {project!r}")
+        for a in found:
+            a.revoked = True
+        return len(found)
 
 
 def annotator_for_token(s: Session, project: Project, token: str) -> tuple[Annotator | None, str]:
@@ -307,7 +319,3 @@ def project_status(db_url: str, project: str) -> dict[str, Any]:
         return {"project": p.name, "items": n_items, "items_complete": complete,
                 "submissions": sum(per_item.values()), "judgments": n_judg, "annotators": n_ann,
                 "overlap": p.overlap, "dimensions": [d.name for d in p.dimensions]}
-
-
-def is_duplicate_error(exc: IntegrityError) -> bool:
-    return "unique" in str(exc.orig).lower() or "duplicate" in str(exc.orig).lower()

@@ -1,0 +1,164 @@
+"""The evaluation cascade: cheap checks first, so a bad candidate costs milliseconds, not minutes.
+
+    static validation (AST, in-process) -> sandbox probe (numerics + fingerprint)
+      -> screen suite (bandit tier)  -- gated: >= DPO's screen score - margin
+      -> fitness suite (tinylm tier) -> [held-out suite, finalists only, never shown to proposers]
+
+Each stage returns a `StageOutcome`; the campaign records it in one transaction. The cascade
+holds no state of its own besides the pool, so any stage can be (re)run after a resume.
+Candidate code reaches only `validate_source` (parse, never exec) and the sandbox pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from discovery.config import CascadeConfig
+from discovery.crashpoints import maybe_crash
+
+EVALUATE_JOB = "evaluators.jobs:evaluate_job"
+
+
+class Pool(Protocol):
+    def probe(self, code: str) -> Any: ...
+    def run_job(self, code: str | None, job: str, kwargs: dict, timeout_s: float | None = None) -> Any: ...
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    ok: bool
+    failure_class: str | None = None
+    message: str = ""
+    value: float | None = None  # the stage's score (fitness) where it has one
+    value_se: float | None = None
+    fingerprint: str | None = None
+    behaviour: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)  # small summary for the candidate row
+    result: dict[str, Any] = field(default_factory=dict)  # raw result for the evaluations table
+    wall_time_s: float = 0.0
+
+
+def describe_shape(shape: dict[str, Any] | None) -> str:
+    """One line about the loss as a function of z = beta * margin (from the probe's grid)."""
+    if not shape:
+        return ""
+    z = shape.get("z") or shape.get("grid")
+    loss = shape.get("loss")
+    grad = shape.get("dloss_dz") or shape.get("grad") or shape.get("dloss")
+    if not (isinstance(z, list) and isinstance(loss, list) and len(z) == len(loss) and z):
+        return ""
+    picks = sorted({0, len(z) // 4, len(z) // 2, (3 * len(z)) // 4, len(z) - 1})
+    parts = [f"L({z[i]:+.1f})={_fmt(loss[i])}" for i in picks]
+    text = "loss vs z=beta*margin: " + ", ".join(parts)
+    if isinstance(grad, list) and len(grad) == len(z):
+        mid = len(z) // 2
+        text += f"; slope at z={z[mid]:+.1f}: {_fmt(grad[mid])}"
+        if all(g is not None and g <= 0 for g in grad):
+            text += " (monotone decreasing)"
+    return text
+
+
+def _fmt(x: Any) -> str:
+    return "nan" if x is None else f"{float(x):.3g}"
+
+
+def suite_summary(value: dict[str, Any]) -> dict[str, Any]:
+    """The part of a suite result worth keeping on the candidate row (no curves)."""
+    runs = value.get("runs") or []
+    flags: dict[str, int] = {}
+    for run in runs:
+        for flag in run.get("flags") or []:
+            flags[flag] = flags.get(flag, 0) + 1
+    def mean(key: str) -> float | None:
+        xs = [r.get(key) for r in runs if r.get(key) is not None]
+        return sum(xs) / len(xs) if xs else None
+    return {
+        "suite": value.get("suite"),
+        "fitness": value.get("fitness"),
+        "fitness_se": value.get("fitness_se"),
+        "per_task": value.get("per_task") or {},
+        "runs": len(runs),
+        "flags": flags,
+        "mean_kl": mean("kl"),
+        "mean_win_rate": mean("win_rate"),
+        "mean_accuracy": mean("accuracy"),
+        "train_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in runs),
+    }
+
+
+class Cascade:
+    """Runs one stage at a time for one candidate; the campaign decides what runs next."""
+
+    def __init__(self, pool: Pool, config: CascadeConfig, *,
+                 validate: Callable[[str], list[Any]] | None = None, job: str = EVALUATE_JOB):
+        if validate is None:
+            from discovery.sandbox import validate_source as validate
+        self.pool = pool
+        self.config = config
+        self.validate = validate
+        self.job = job
+
+    def static(self, code: str | None) -> StageOutcome:
+        start = time.perf_counter()
+        if not code:
+            return StageOutcome("static", False, "extraction", "no code could be extracted from the reply",
+                                wall_time_s=time.perf_counter() - start)
+        errors = self.validate(code)
+        took = time.perf_counter() - start
+        if errors:
+            first = errors[0]
+            kind = getattr(first, "kind", None) or getattr(first, "failure_class", None) or "contract"
+            message = "; ".join(str(e) for e in errors[:3])
+            return StageOutcome("static", False, str(kind), message, result={"errors": [str(e) for e in errors]},
+                                wall_time_s=took)
+        return StageOutcome("static", True, wall_time_s=took)
+
+    def probe(self, code: str) -> StageOutcome:
+        start = time.perf_counter()
+        res = self.pool.probe(code)
+        took = getattr(res, "wall_time_s", None) or (time.perf_counter() - start)
+        raw = res.to_dict() if hasattr(res, "to_dict") else dict(res.__dict__)
+        return StageOutcome(
+            "probe", bool(res.ok), None if res.ok else (res.failure_class or "crash"), res.message or "",
+            fingerprint=res.fingerprint, behaviour=describe_shape(res.shape),
+            metrics={"fingerprint": res.fingerprint}, result=raw, wall_time_s=float(took),
+        )
+
+    def suite(self, stage: str, code: str | None, *, loss_name: str = "candidate") -> StageOutcome:
+        """Evaluate on the suite for `stage` ("screen" | "fitness" | "heldout") in the sandbox."""
+        cfg = self.config
+        suite = {"screen": cfg.screen_suite, "fitness": cfg.fitness_suite, "heldout": cfg.heldout_suite}[stage]
+        seeds = {"screen": cfg.screen_seeds, "fitness": cfg.fitness_seeds, "heldout": cfg.heldout_seeds}[stage]
+        kwargs: dict[str, Any] = {"suite": suite, "loss_name": loss_name}
+        if seeds is not None:
+            kwargs["seeds"] = seeds
+        if cfg.cache_dir:
+            kwargs["cache_dir"] = cfg.cache_dir
+        start = time.perf_counter()
+        if hasattr(self.pool, "submit_job"):
+            future = self.pool.submit_job(code, self.job, kwargs, timeout_s=cfg.job_timeout_s)
+            maybe_crash("evaluation")  # test hook: die while the job is in flight
+            res = future.result()
+        else:
+            maybe_crash("evaluation")
+            res = self.pool.run_job(code, self.job, kwargs, timeout_s=cfg.job_timeout_s)
+        took = time.perf_counter() - start
+        if not res.ok or not res.value:
+            return StageOutcome(stage, False, res.failure_class or "crash", (res.message or "")[:2000],
+                                result={"message": res.message, "stdout_tail": getattr(res, "stdout_tail", "")},
+                                wall_time_s=took)
+        value = res.value
+        fitness = value.get("fitness")
+        summary = suite_summary(value)
+        if fitness is None:
+            return StageOutcome(stage, False, "non_finite", f"{suite} suite fitness is not finite",
+                                metrics=summary, result=value, wall_time_s=took)
+        return StageOutcome(stage, True, value=float(fitness), value_se=value.get("fitness_se"),
+                            metrics=summary, result=value, wall_time_s=took)
+
+    def passes_screen(self, value: float, dpo_value: float) -> bool:
+        """Relative gate: at least DPO's screen score minus `screen_margin` x |DPO's score|."""
+        return value >= dpo_value - self.config.screen_margin * max(abs(dpo_value), 1e-6)

@@ -1,0 +1,74 @@
+"""`prefdisco run CONFIG [--out DIR]` and `prefdisco run --resume DIR`: the main job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from discovery.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        config: Optional[Path] = typer.Argument(None, help="Campaign YAML (e.g. configs/quickstart.yaml)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Campaign directory (default runs/<name>-<time>)."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the campaign in this directory."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+        heldout_top: Optional[int] = typer.Option(
+            None, "--heldout-top", help="With --resume: evaluate the top K on the held-out suite now."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+        as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+    ) -> None:
+        """Run a discovery campaign to its budget (Ctrl-C stops cleanly; --resume continues)."""
+        from discovery.campaign import Campaign
+        from discovery.config import dump_config, load_config
+
+        if (config is None) == (resume is None):
+            raise UserError("give either a CONFIG file or --resume DIR (not both)")
+        if resume is not None:
+            campaign = Campaign.resume(resume)
+            if heldout_top is not None:
+                _heldout_now(campaign, heldout_top)
+                return
+        else:
+            cfg = load_config(config)
+            if seed is not None:
+                cfg.seed = seed
+            if print_config:
+                typer.echo(dump_config(cfg))
+                return
+            out_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            campaign = Campaign.create(cfg, out_dir)
+        try:
+            result = campaign.run()
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        typer.echo(f"campaign {result.out_dir}: {result.candidates} candidates, {result.evaluated} fully evaluated "
+                   f"({result.stopped_by}, {result.wall_time_s:.0f}s)")
+        if result.dpo_fitness is not None:
+            typer.echo(f"DPO fitness {result.dpo_fitness:.4f} ± {result.dpo_fitness_se or 0:.4f}")
+        if result.best_id is not None:
+            gain = result.best_fitness - (result.dpo_fitness or 0.0)
+            typer.echo(f"best {result.best_id}: {result.best_fitness:.4f} ± {result.best_fitness_se or 0:.4f} "
+                       f"(vs DPO {gain:+.4f})")
+        typer.echo(f"review: prefdisco leaderboard {result.out_dir}")
+
+
+def _heldout_now(campaign, k: int) -> None:  # type: ignore[no-untyped-def]
+    rows = campaign.db.all(status="evaluated")
+    finalists = sorted((r for r in rows if r["origin"] != "baseline"), key=lambda r: (-r["fitness"], r["seq"]))[:k]
+    dpo = [r for r in rows if r["origin"] == "baseline" and r["name"].lower() == "dpo"]
+    try:
+        campaign.evaluate_heldout(dpo + finalists)
+    finally:
+        campaign.close()
+    typer.echo(f"held-out suite evaluated for {len(finalists)} finalist(s) and DPO")

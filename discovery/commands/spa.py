@@ -1,0 +1,85 @@
+"""`prefdisco spa CONFIG`: run the SPA self-generated-preference loop and report every stage.
+
+    prefdisco spa configs/spa.yaml                       # table: per iteration label agreement, gold reward, KL
+    prefdisco spa configs/spa.yaml --json                # the same as JSON (plus every stage field)
+    prefdisco spa configs/spa.yaml --out runs/spa0       # also write pairs.jsonl (TRL format) + stages.json
+    prefdisco spa configs/spa.yaml --print-config        # the fully resolved config, then exit
+
+Only registered (trusted) losses run here (``--loss``); to score untrusted candidate code on
+the SPA loop use the ``spa`` suite (``prefdisco evaluate --suite spa``), which runs in the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from discovery.errors import UserError
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("spa")
+    def spa(
+        config: Path = typer.Argument(..., help="SPA config YAML (see configs/spa.yaml)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Directory for pairs.jsonl (TRL) and stages.json."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+        loss: Optional[str] = typer.Option(None, "--loss", help="Registered loss name (overrides train.loss)."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu / cuda (default: $PREFDISCO_DEVICE or auto)."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    ) -> None:
+        """Seed DPO, then SPA iterations: sample, self-label, refine, train. Prints per iteration the
+        self-labels' agreement with the gold reward, the policy's gold reward and its KL to pi_init."""
+        from preference_data.spa.config import dump_spa_config, load_spa_config
+
+        try:
+            cfg = load_spa_config(config)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if seed is not None:
+            cfg.seed = seed
+        if out is not None:
+            cfg.out_dir = str(out)
+        if loss is not None:
+            from candidate_losses import list_losses
+
+            names = {s.name for s in list_losses()}
+            if loss.lower() not in names:
+                raise UserError(f"unknown loss {loss!r}; registered: {', '.join(sorted(names))}")
+            cfg.train.loss = loss.lower()
+        if print_config:
+            typer.echo(dump_spa_config(cfg), nl=False)
+            return
+
+        from preference_data.spa.pipeline import _json_safe, run_spa
+
+        def show(stage: Any) -> None:
+            if as_json:
+                return
+            name = "seed DPO" if stage.iteration == 0 else f"iter {stage.iteration}"
+            typer.echo(f"{name:>9}  pairs {stage.pairs:5d}  label agreement {_fmt(stage.label_accuracy)}  "
+                       f"flagged {_fmt(stage.flagged_share, '.2f')}  gold reward {_fmt(stage.gold_reward)}  "
+                       f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}"
+                       + (f"  FLAGS {','.join(stage.flags)}: {stage.message}" if stage.flags else ""))
+
+        if not as_json:
+            typer.echo(f"SPA on {cfg.task.name} seed {cfg.seed}: {cfg.data.seed_pairs} gold pairs "
+                       f"({100 * cfg.data.gold_fraction:.1f} % of {cfg.data.seed_pairs + sum(cfg.data.prompts_per_iteration)}), "
+                       f"judge {cfg.judge.kind}, refinement {'on' if cfg.refinement.enabled else 'off'}")
+        try:
+            result = run_spa(cfg, device=device, on_stage=show)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if as_json:
+            typer.echo(json.dumps(_json_safe(result.to_dict()), indent=2))
+        else:
+            typer.echo(f"pi_init gold reward {_fmt(result.reference_reward)}; "
+                       f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))

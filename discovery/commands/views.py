@@ -1,0 +1,145 @@
+"""`prefdisco leaderboard DIR`, `prefdisco show DIR ID`, `prefdisco compare DIR ID1 ID2`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from discovery.errors import UserError
+
+LEADERBOARD_FIELDS = ("id", "name", "status", "failure_class", "fitness", "fitness_se", "screen_fitness",
+                      "heldout", "heldout_se", "proposer", "parent_ids", "generation", "island", "origin",
+                      "duplicate_of")
+
+
+def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
+    from discovery.database import open_campaign_database
+
+    db = open_campaign_database(campaign_dir)
+    try:
+        rows = db.leaderboard()
+    finally:
+        db.close()
+    out = []
+    for r in rows:
+        item = {k: r[k] for k in LEADERBOARD_FIELDS}
+        item["parents"] = item.pop("parent_ids")
+        out.append(item)
+    return out
+
+
+def _num(x: Any, se: Any = None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
+    from discovery.database import open_campaign_database
+
+    db = open_campaign_database(campaign_dir)
+    try:
+        row = db.get(cid)
+    finally:
+        db.close()
+    if row is None:
+        raise UserError(f"no candidate {cid!r} in {campaign_dir}; list ids with `prefdisco leaderboard {campaign_dir}`")
+    return row
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("leaderboard")
+    def leaderboard(
+        campaign_dir: Path = typer.Argument(..., help="Campaign directory."),
+        as_json: bool = typer.Option(False, "--json", help="Every candidate as JSON (for scripts)."),
+        limit: int = typer.Option(30, "--limit", help="Rows in the table view (JSON lists all)."),
+    ) -> None:
+        """Candidates ranked by fitness (held-out shown where computed)."""
+        rows = leaderboard_rows(campaign_dir)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"leaderboard — {campaign_dir}")
+        for col in ("rank", "id", "name", "status", "fitness", "held-out", "proposer", "parents"):
+            table.add_column(col, overflow="fold")
+        for i, r in enumerate(rows[:limit], 1):
+            status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
+            style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
+            table.add_row(str(i), r["id"], r["name"], status, _num(r["fitness"], r["fitness_se"]),
+                          _num(r["heldout"], r["heldout_se"]), r["proposer"], ",".join(r["parents"]), style=style)
+        Console().print(table)
+
+    @app.command("show")
+    def show(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),
+             candidate: str = typer.Argument(..., help="Candidate id (see the leaderboard)."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+        """One candidate: scores, per-stage metrics, lineage, errors and its code."""
+        row = _get(campaign_dir, candidate)
+        if as_json:
+            typer.echo(json.dumps(row, indent=2, default=str))
+            return
+        from rich.console import Console
+        from rich.syntax import Syntax
+        from rich.table import Table
+
+        console = Console()
+        table = Table(title=f"{row['id']} — {row['name']}", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key in ("status", "failure_class", "error", "duplicate_of", "origin", "proposer", "parent_ids",
+                    "generation", "island"):
+            if row.get(key) not in (None, "", []):
+                table.add_row(key, str(row[key]))
+        table.add_row("screen", _num(row["screen_fitness"]))
+        table.add_row("fitness", _num(row["fitness"], row["fitness_se"]))
+        table.add_row("held-out", _num(row["heldout"], row["heldout_se"]))
+        per_task = ((row["metrics"].get("fitness") or {}).get("per_task") or {})
+        if per_task:
+            table.add_row("per task", ", ".join(f"{k}={_num(v)}" for k, v in sorted(per_task.items())))
+        if row.get("behaviour"):
+            table.add_row("behaviour", row["behaviour"])
+        if row.get("thought"):
+            table.add_row("thought", row["thought"])
+        table.add_row("timings (s)", json.dumps(row["timings"]))
+        table.add_row("tokens / cost", f"{row['prompt_tokens'] + row['completion_tokens']} / ${row['cost_usd']:.4f}")
+        console.print(table)
+        if row["code"]:
+            console.print(Syntax(row["code"], "python", line_numbers=True))
+
+    @app.command("compare")
+    def compare(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),
+                first: str = typer.Argument(..., help="Candidate id."),
+                second: str = typer.Argument(..., help="Candidate id.")) -> None:
+        """Two candidates side by side: scores per stage and per task, then both codes."""
+        a, b = _get(campaign_dir, first), _get(campaign_dir, second)
+        from rich.columns import Columns
+        from rich.console import Console
+        from rich.panel import Panel
+        from rich.syntax import Syntax
+        from rich.table import Table
+
+        table = Table(title=f"{a['id']} vs {b['id']}")
+        table.add_column("metric", style="bold")
+        table.add_column(f"{a['id']} ({a['name']})")
+        table.add_column(f"{b['id']} ({b['name']})")
+        table.add_column("difference")
+        def diff(x: Any, y: Any) -> str:
+            return "—" if x is None or y is None else f"{x - y:+.4f}"
+        table.add_row("status", a["status"], b["status"], "")
+        for label, key, se in (("screen", "screen_fitness", None), ("fitness", "fitness", "fitness_se"),
+                               ("held-out", "heldout", "heldout_se")):
+            table.add_row(label, _num(a[key], a.get(se) if se else None), _num(b[key], b.get(se) if se else None),
+                          diff(a[key], b[key]))
+        ta = (a["metrics"].get("fitness") or {}).get("per_task") or {}
+        tb = (b["metrics"].get("fitness") or {}).get("per_task") or {}
+        for task in sorted(set(ta) | set(tb)):
+            table.add_row(f"  {task}", _num(ta.get(task)), _num(tb.get(task)), diff(ta.get(task), tb.get(task)))
+        console = Console()
+        console.print(table)
+        console.print(Columns([Panel(Syntax(r["code"] or "", "python"), title=r["id"]) for r in (a, b)]))

@@ -1,0 +1,95 @@
+"""``evaluate_loss``: score one loss callable on a suite (runs every instance, then aggregates).
+
+Runs are executed in-process, one after the other, with ``torch.set_num_threads(1)`` (restored
+afterwards): deterministic, and it does not oversubscribe the shared cores; parallelism comes
+from running several candidates in several sandbox workers. The loss callable is assumed to be
+trusted *here*: untrusted candidate code reaches this function only inside a sandbox worker,
+through ``evaluators.jobs.evaluate_job``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from evaluators.results import RunResult, SuiteResult
+from evaluators.suites import Suite, load_suite
+
+
+def _resolve_loss(loss: Any) -> tuple[Callable[..., Any], str]:
+    """A LossSpec, a registered name, or a plain contract function -> (fn, display name)."""
+    if isinstance(loss, str):
+        from candidate_losses import get_loss
+
+        spec = get_loss(loss)
+        return spec.fn, spec.name
+    fn = getattr(loss, "fn", None)
+    if callable(fn) and hasattr(loss, "name"):
+        return fn, str(loss.name)
+    if callable(loss):
+        return loss, getattr(loss, "__name__", "candidate")
+    raise TypeError(f"expected a loss function, LossSpec or name, got {type(loss).__name__}")
+
+
+def evaluate_loss(
+    loss_fn: Any,
+    suite: Suite | str,
+    *,
+    seeds: int | None = None,
+    loss_kwargs: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    beta_override: float | list[float] | None = None,
+    lr_override: float | None = None,
+    loss_name: str | None = None,
+    device: str | None = None,
+) -> SuiteResult:
+    """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness."""
+    import torch
+
+    from evaluators.metrics import aggregate, run_score
+    from evaluators.reference import default_cache_dir
+
+    fn, name = _resolve_loss(loss_fn)
+    name = loss_name or name
+    suite_obj = load_suite(suite) if isinstance(suite, (str, Path)) else suite
+    suite_obj = suite_obj.with_overrides(seeds=seeds, betas=beta_override, lr=lr_override)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    kwargs = dict(loss_kwargs or {})
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    runs: list[RunResult] = []
+    groups: list[int] = []
+    try:
+        for spec in suite_obj.instances():
+            cpu_start = time.process_time()
+            run = tier_runner(spec.tier)(spec, fn, kwargs, cache, device)
+            run.extra["cpu_time_s"] = time.process_time() - cpu_start  # vs wall: shows CPU contention
+            run.extra["kl_budget"] = spec.kl_budget
+            run.extra["task_params"] = dict(spec.task_params)
+            run.extra["score"] = run_score(run, suite_obj.scoring, spec.kl_budget)
+            runs.append(run)
+            groups.append(spec.group)
+    finally:
+        torch.set_num_threads(threads)
+    labels = [_group_label(g.tier, g.task, g.task_params) for g in suite_obj.groups]
+    fitness, fitness_se, per_task = aggregate(runs, groups, labels, suite_obj.scoring)
+    return SuiteResult(loss=name, suite=suite_obj.name, fitness=fitness, fitness_se=fitness_se,
+                       runs=runs, wall_time_s=time.perf_counter() - start, per_task=per_task)
+
+
+def tier_runner(tier: str) -> Callable[..., RunResult]:
+    """The function that runs one instance of ``tier`` (imported lazily: tiers pull in torch)."""
+    import importlib
+
+    from evaluators.suites import TIER_RUNNERS
+
+    module, _, name = TIER_RUNNERS[tier].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _group_label(tier: str, task: str, params: dict[str, Any]) -> str:
+    suffix = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"{tier}/{task}" + (f"[{suffix}]" if suffix else "")

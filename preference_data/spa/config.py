@@ -1,0 +1,207 @@
+"""Typed configuration of the SPA loop: YAML in, dataclasses out, fully resolved YAML back.
+
+Every knob lives here once, with its default and a one-line reason. Defaults follow the SPA
+paper (Kim et al., ICLR 2025, arXiv 2406.04412) where it gives a number, scaled down where our
+tiny tasks force it (each scale-down is noted next to its knob and in ``spa.DEVIATIONS``).
+Unknown keys are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+JUDGES = ("implicit", "gold", "reward_model", "llm")
+
+
+@dataclass
+class TaskConfig:
+    """The tinylm task whose gold reward is ground truth (``evaluators.tasks``)."""
+
+    name: str = "sentiment"
+    params: dict[str, Any] = field(default_factory=dict)   # the task's constructor arguments
+
+
+@dataclass
+class ReferenceConfig:
+    """The SFT reference pi_init, built and cached by the tinylm tier (its model/sft/data knobs).
+
+    Empty mappings take the tinylm tier's defaults (``evaluators.tinylm_config``)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """How much gold-labelled seed and how many fresh prompts per iteration.
+
+    Paper: 2K seed pairs (3.3 % of UltraFeedback), then 8K / 20K / 30K prompts. Default here: the
+    same 2 : 8 : 20 : 30 proportions at 1/10 scale (3.3 % gold)."""
+
+    seed_pairs: int = 200                 # gold-labelled pairs sampled from pi_init (the tier's pairs)
+    prompts_per_iteration: list[int] = field(default_factory=lambda: [800, 2000, 3000])
+    eval_prompts: int | None = None       # None: all of the reference bundle's evaluation prompts
+
+    @property
+    def gold_fraction(self) -> float:
+        return self.seed_pairs / max(1, self.seed_pairs + sum(self.prompts_per_iteration))
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling the two responses per prompt from the current policy (paper: T=0.7, top-p 1)."""
+
+    temperature: float = 0.7
+    drop_identical: bool = True   # pairs with y1 == y2 carry no preference (common with tiny vocabularies)
+
+
+@dataclass
+class JudgeConfig:
+    """Who labels the sampled pairs. ``implicit`` is SPA; the others are the paper's comparisons
+    (``gold`` = an oracle, like labelling with the full human data)."""
+
+    kind: str = "implicit"               # implicit | gold | reward_model | llm
+    beta: float | None = None            # implicit reward scale; None: train.beta
+    gold_sample: bool = True             # gold judge: Bradley-Terry sample (like the seed) vs argmax
+    reward_model: str | None = None      # reward_model judge: local path of a transformers
+                                         # sequence-classification checkpoint (offline)
+    reward_batch_size: int = 64
+    llm_model: str = "gpt-4o-mini"       # llm judge: OpenAI-compatible chat model
+    llm_base_url: str | None = None
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    llm_criterion: str = "which response scores higher on the task's goal"
+    llm_concurrency: int = 4
+
+
+@dataclass
+class RefinementConfig:
+    """Noise-aware self-refinement (paper Sec. 4.2) with de-coupled noise detection (DND)."""
+
+    enabled: bool = True
+    alpha: float = 0.1               # label-smoothing strength for flagged (low-confidence) pairs
+    noise_fraction: float = 0.1      # K: the least-confident fraction of self-labelled pairs is flagged
+    warmup_fraction: float = 0.2     # no smoothing in the first 20 % of an iteration's steps
+    threshold_window: int = 512      # tau = K-quantile over this many most recent confidences
+    dnd: bool = True                 # confidence from extrapolated logits (1+l)*z_theta - l*z_ref
+    dnd_lambda: float = 0.5          # lambda at iteration 1 ...
+    dnd_decay: float = 0.5           # ... multiplied by this each later iteration (1/2, 1/4, 1/8)
+
+
+@dataclass
+class TrainConfig:
+    """Preference training (seed DPO, then one round per iteration) through the loss contract."""
+
+    loss: str = "dpo"                     # a registered loss name (candidate losses come in via the API)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    beta: float = 0.1                     # paper: 0.1
+    lr: float = 1e-3                      # paper 5e-7 for a 7B model; the tinylm tier's scale here
+    batch_size: int = 32                  # paper: effective batch 32
+    seed_epochs: float = 3.0              # paper: 3 epochs of DPO on the seed
+    iteration_epochs: float = 1.0         # paper: 1 epoch per iteration
+    include_seed: bool = True             # also replay the gold seed pairs in every iteration
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SPAConfig:
+    """Everything one SPA run needs; ``seed`` fixes the reference, data, sampling and training."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    cache_dir: str | None = None          # reference cache; None: $PREFDISCO_CACHE or ~/.cache/prefdisco
+    out_dir: str | None = None            # where the pair store / per-iteration log go; None: nowhere
+
+    @property
+    def iterations(self) -> int:
+        return len(self.data.prompts_per_iteration)
+
+    def judge_beta(self) -> float:
+        return self.train.beta if self.judge.beta is None else self.judge.beta
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'spa config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where or 'spa config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce([a for a in args if a is not type(None)][0], value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping")
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"{path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def spa_config_from_dict(data: dict[str, Any] | None) -> SPAConfig:
+    cfg = _build(SPAConfig, data or {}, "")
+    if cfg.judge.kind not in JUDGES:
+        raise ValueError(f"judge.kind: {cfg.judge.kind!r} is not one of {', '.join(JUDGES)}")
+    if cfg.judge.kind == "reward_model" and not cfg.judge.reward_model:
+        raise ValueError("judge.reward_model: give the path of a local reward-model checkpoint")
+    if cfg.data.seed_pairs < 2 or any(n < 1 for n in cfg.data.prompts_per_iteration):
+        raise ValueError("data.seed_pairs must be >= 2 and every prompts_per_iteration entry >= 1")
+    if not 0.0 <= cfg.refinement.alpha <= 0.5:
+        raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
+    if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
+        raise ValueError("refinement.noise_fraction must be in [0, 1)")
+    if cfg.sampling.temperature <= 0:
+        raise ValueError("sampling.temperature must be > 0")
+    return cfg
+
+
+def load_spa_config(path: str | Path) -> SPAConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"SPA config {path} not found; see configs/spa.yaml for an example")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return spa_config_from_dict(data)
+
+
+def spa_config_to_dict(cfg: SPAConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_spa_config(cfg: SPAConfig) -> str:
+    """The fully resolved config as YAML (every default spelled out)."""
+    return yaml.safe_dump(spa_config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,352 @@
+"""The SPA loop (Kim et al., ICLR 2025) over a tinylm task.
+
+    pi_0 = DPO(pi_init, gold seed)
+    for i in 1..T:
+        fresh prompts X_i; two samples per prompt from pi_{i-1} (temperature 0.7)
+        label each pair with the judge (SPA: implicit reward beta*log(pi_{i-1}/pi_init), Bradley-Terry)
+        pi_i = train(pi_{i-1} on the self-labelled pairs [+ the seed], reference pi_{i-1},
+                     candidate loss + noise-aware refinement with DND lambda_i)
+
+After every stage the policy is measured like the tinylm tier measures a run: mean gold reward
+of its samples on the evaluation prompts, Monte-Carlo sequence KL to pi_init, win rate against
+pi_init's samples. Every pair is kept in a ``PairStore`` (exportable as TRL JSONL).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+
+from evaluators.lm import Vocab, build_model, sample
+from evaluators.metrics import win_rate
+from evaluators.reference import _autocast, default_cache_dir, load_or_build_reference, rewards_of
+from evaluators.tasks import TextTask, make_task
+from evaluators.tinylm_config import TinyLMConfig
+from evaluators.training import bradley_terry_labels, run_seed
+from preference_data.spa.config import SPAConfig
+from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
+from preference_data.spa.refinement import dnd_lambda
+from preference_data.spa.rounds import (PairTensors, RoundConfig, sequence_logps, steps_for,
+                                        train_round)
+from preference_data.spa.store import LabelledPair, PairStore
+
+
+@dataclass
+class StageRecord:
+    """What one stage (0 = seed DPO, i >= 1 = SPA iteration i) produced and how good it is."""
+
+    iteration: int
+    pairs: int                       # pairs trained on this stage (self-labelled + replayed seed)
+    new_pairs: int                   # pairs labelled this stage (seed pairs for stage 0)
+    dropped_identical: int = 0
+    label_accuracy: float = math.nan  # agreement of the new labels with the gold reward (ties excluded)
+    label_ties: int = 0
+    mean_label_prob: float = math.nan
+    flagged_share: float = 0.0       # share of new pairs smoothed at their last visit
+    flagged_label_accuracy: float = math.nan    # label accuracy among flagged pairs (noise detection)
+    unflagged_label_accuracy: float = math.nan
+    dnd_lambda: float | None = None
+    steps: int = 0
+    gold_reward: float = math.nan    # policy after this stage
+    kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
+    win_rate: float = math.nan       # vs pi_init samples under the gold reward
+    heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs
+    flags: list[str] = field(default_factory=list)
+    message: str = ""
+    curve: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class SPAResult:
+    stages: list[StageRecord]
+    store: PairStore
+    reference_reward: float
+    reward_range: float
+    gold_fraction: float
+    config: dict[str, Any]
+    wall_time_s: float = 0.0
+
+    @property
+    def final(self) -> StageRecord:
+        return self.stages[-1]
+
+    @property
+    def failed(self) -> bool:
+        return any(s.flags for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [asdict(s) for s in self.stages], "reference_reward": self.reference_reward,
+                "reward_range": self.reward_range, "gold_fraction": self.gold_fraction,
+                "pairs": len(self.store), "wall_time_s": self.wall_time_s, "config": self.config}
+
+
+class _Tempered(torch.nn.Module):
+    """Divides a causal LM's logits by a temperature, so the tier's sampler samples at T != 1."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, **kwargs: Any) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.model(**kwargs).logits / self.temperature)
+
+
+def _texts(vocab: Vocab, prefix: torch.Tensor, resp: torch.Tensor, length: torch.Tensor
+           ) -> tuple[list[str], list[str]]:
+    prompts = [" ".join(vocab.tokens[i] for i in p[1:-1]) for p in prefix.tolist()]
+    responses = [" ".join(vocab.decode_response(r, n)) for r, n in zip(resp.tolist(), length.tolist())]
+    return prompts, responses
+
+
+def _same_response(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor) -> torch.Tensor:
+    width = a.shape[1]
+    mask = torch.arange(width, device=a.device)[None, :] < a_len[:, None]
+    return (a_len == b_len) & ((a == b) | ~mask).all(dim=1)
+
+
+class _Run:
+    """State shared by the stages of one SPA run (kept out of the loop body for readability)."""
+
+    def __init__(self, cfg: SPAConfig, device: str) -> None:
+        self.cfg, self.device = cfg, device
+        self.task: TextTask = make_task(cfg.task.name, **cfg.task.params)
+        self.tcfg = TinyLMConfig.from_dict({"model": cfg.reference.model, "sft": cfg.reference.sft,
+                                            "data": cfg.reference.data})
+        if cfg.data.seed_pairs > self.tcfg.data.train_pairs:
+            raise ValueError(f"data.seed_pairs ({cfg.data.seed_pairs}) exceeds the reference's "
+                             f"train_pairs ({self.tcfg.data.train_pairs}); raise reference.data.train_pairs")
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        self.bundle = load_or_build_reference(self.task, cfg.seed, self.tcfg, cache, device)
+        meta = self.bundle["meta"]
+        self.vocab = Vocab(self.task.vocabulary())
+        self.init = build_model(len(self.vocab), meta["n_positions"], self.tcfg.model, 0)
+        self.init.load_state_dict(self.bundle["model"])
+        self.init.to(device).eval().requires_grad_(False)
+        self.width = self.task.max_response_len + 1
+        self.autocast = lambda: _autocast(device)
+
+    def seed(self, tag: str, *parts: Any) -> int:
+        return run_seed("spa", tag, self.cfg.task.name, self.cfg.seed, *parts)
+
+    def seed_pairs(self, noise: float) -> tuple[PairTensors, list[LabelledPair]]:
+        n = self.cfg.data.seed_pairs
+        tr = {k: v[:n] for k, v in self.bundle["train"].items()}
+        a_wins = bradley_terry_labels(tr["ra"], tr["rb"], self.task.label_temperature, noise,
+                                      torch.Generator().manual_seed(self.seed("seed-labels", noise)))
+        p_a = torch.sigmoid((tr["ra"] - tr["rb"]) / max(self.task.label_temperature, 1e-8))
+        label_prob = torch.where(a_wins, p_a, 1 - p_a)
+        return self._assign(tr["prefix"], tr["a"], tr["a_len"], tr["b"], tr["b_len"], a_wins,
+                            tr["ra"], tr["rb"], label_prob, 0, "gold-seed", self_labelled=False)
+
+    def _assign(self, prefix, a, a_len, b, b_len, a_wins, ra, rb, label_prob, iteration: int,
+                judge: str, self_labelled: bool) -> tuple[PairTensors, list[LabelledPair]]:
+        pick = a_wins[:, None]
+        tensors = PairTensors(
+            prefix=prefix, chosen=torch.where(pick, a, b), chosen_len=torch.where(a_wins, a_len, b_len),
+            rejected=torch.where(pick, b, a), rejected_len=torch.where(a_wins, b_len, a_len),
+            self_labelled=torch.full((prefix.shape[0],), self_labelled, dtype=torch.bool))
+        prompts, chosen = _texts(self.vocab, prefix, tensors.chosen, tensors.chosen_len)
+        _, rejected = _texts(self.vocab, prefix, tensors.rejected, tensors.rejected_len)
+        gold_c, gold_r = torch.where(a_wins, ra, rb), torch.where(a_wins, rb, ra)
+        records = [LabelledPair(pair_id=f"i{iteration}-{k}", iteration=iteration, prompt=prompts[k],
+                                chosen=chosen[k], rejected=rejected[k], judge=judge,
+                                label_prob=float(label_prob[k]), gold_chosen=float(gold_c[k]),
+                                gold_rejected=float(gold_r[k]))
+                   for k in range(prefix.shape[0])]
+        return tensors, records
+
+    @torch.no_grad()
+    def self_label(self, policy: torch.nn.Module, iteration: int, judge: Any
+                   ) -> tuple[PairTensors, list[LabelledPair], int]:
+        """Sample two responses per fresh prompt from ``policy`` and label them with ``judge``."""
+        n = self.cfg.data.prompts_per_iteration[iteration - 1]
+        rng = random.Random(self.seed("prompts", iteration))
+        prefix = torch.tensor([self.vocab.prefix(self.task.sample_prompt(rng)) for _ in range(n)],
+                              dtype=torch.long, device=self.device)
+        gen = torch.Generator().manual_seed(self.seed("responses", iteration))
+        tempered = _Tempered(policy, self.cfg.sampling.temperature)
+        with self.autocast():
+            a, a_len = sample(tempered, prefix, self.width, gen)
+            b, b_len = sample(tempered, prefix, self.width, gen)
+        keep = torch.ones(n, dtype=torch.bool, device=self.device)
+        if self.cfg.sampling.drop_identical:
+            keep = ~_same_response(a, a_len, b, b_len)
+        prefix, a, a_len, b, b_len = (t[keep] for t in (prefix, a, a_len, b, b_len))
+        dropped = n - int(keep.sum())
+        cpu = [t.cpu() for t in (prefix, a, a_len, b, b_len)]
+        ra, rb = rewards_of(self.task, self.vocab, cpu[0], cpu[1], cpu[2]), \
+            rewards_of(self.task, self.vocab, cpu[0], cpu[3], cpu[4])
+        prompts, a_text = _texts(self.vocab, *cpu[:3])
+        _, b_text = _texts(self.vocab, cpu[0], cpu[3], cpu[4])
+        batch = PairBatch(prompts, a_text, b_text, gold_a=ra, gold_b=rb)
+        if self.cfg.judge.kind == "implicit":
+            batch.policy_a = sequence_logps(policy, prefix, a, a_len).double().cpu()
+            batch.policy_b = sequence_logps(policy, prefix, b, b_len).double().cpu()
+            batch.init_a = sequence_logps(self.init, prefix, a, a_len).double().cpu()
+            batch.init_b = sequence_logps(self.init, prefix, b, b_len).double().cpu()
+        a_wins, label_prob = judge_pairs(judge, batch)
+        tensors, records = self._assign(*cpu, a_wins, ra, rb, label_prob, iteration, judge.name, True)
+        return _to(tensors, self.device), records, dropped
+
+    @torch.no_grad()
+    def measure(self, policy: torch.nn.Module, record: StageRecord) -> None:
+        """Gold reward, KL to pi_init and win rate of ``policy`` (the tinylm tier's measurements)."""
+        ev = self.bundle["eval"]
+        n = self.cfg.data.eval_prompts or ev["prefix"].shape[0]
+        prefix = ev["prefix"][:n].to(self.device)
+        gen = torch.Generator().manual_seed(run_seed("policy-samples", self.cfg.task.name, self.cfg.seed))
+        try:
+            with self.autocast():
+                resp, length = sample(policy, prefix, self.width, gen)
+        except RuntimeError as exc:   # non-finite probabilities after a blown-up update
+            record.flags.append("nan")
+            record.message = f"sampling failed: {exc}"[:300]
+            return
+        rewards = rewards_of(self.task, self.vocab, prefix.cpu(), resp.cpu(), length.cpu())
+        with self.autocast():
+            kl = (sequence_logps(policy, prefix, resp, length) - sequence_logps(self.init, prefix, resp, length))
+            ho = {k: v.to(self.device) for k, v in self.bundle["heldout"].items()}
+            imp_a = sequence_logps(policy, ho["prefix"], ho["a"], ho["a_len"]) - ho["ref_a"]
+            imp_b = sequence_logps(policy, ho["prefix"], ho["b"], ho["b_len"]) - ho["ref_b"]
+        sign = torch.sign(ho["ra"] - ho["rb"]).to(imp_a.dtype)
+        margin = ((imp_a - imp_b) * sign)[sign != 0]
+        record.gold_reward = float(rewards.mean())
+        record.kl = float(kl.float().mean())
+        record.win_rate = win_rate(rewards.tolist(), ev["reward"][:n].tolist())
+        record.heldout_accuracy = float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean()) \
+            if margin.numel() else math.nan
+        if not math.isfinite(record.gold_reward + record.kl):
+            record.flags.append("nan")
+
+
+def _to(p: PairTensors, device: str) -> PairTensors:
+    return PairTensors(*(getattr(p, k).to(device) for k in
+                         ("prefix", "chosen", "chosen_len", "rejected", "rejected_len", "self_labelled")))
+
+
+def _round_config(cfg: SPAConfig, steps: int, iteration: int) -> RoundConfig:
+    r, t = cfg.refinement, cfg.train
+    return RoundConfig(
+        steps=steps, batch_size=t.batch_size, lr=t.lr, grad_clip=t.grad_clip,
+        weight_decay=t.weight_decay, beta=t.beta, refine=r.enabled and iteration > 0,
+        alpha=r.alpha, noise_fraction=r.noise_fraction, warmup_fraction=r.warmup_fraction,
+        threshold_window=r.threshold_window,
+        dnd_lambda=dnd_lambda(iteration, r.dnd_lambda, r.dnd_decay) if r.dnd and iteration > 0 else None)
+
+
+def _label_stats(record: StageRecord, pairs: list[LabelledPair]) -> None:
+    def acc(items: list[LabelledPair]) -> float:
+        votes = [p.gold_agrees for p in items if p.gold_agrees is not None]
+        return sum(votes) / len(votes) if votes else math.nan
+
+    record.label_accuracy = acc(pairs)
+    record.label_ties = sum(p.gold_agrees is None for p in pairs)
+    record.mean_label_prob = sum(p.label_prob for p in pairs) / max(1, len(pairs))
+    record.flagged_share = sum(p.flagged for p in pairs) / max(1, len(pairs))
+    record.flagged_label_accuracy = acc([p for p in pairs if p.flagged])
+    record.unflagged_label_accuracy = acc([p for p in pairs if not p.flagged])
+
+
+def run_spa(cfg: SPAConfig, loss_fn: Callable[..., Any] | None = None, *,
+            loss_kwargs: dict[str, Any] | None = None, seed_noise: float = 0.0,
+            device: str | None = None, judge_client: Any | None = None,
+            on_stage: Callable[[StageRecord], None] | None = None) -> SPAResult:
+    """Run seed DPO + ``cfg.iterations`` SPA rounds; ``loss_fn`` (contract) defaults to ``cfg.train.loss``.
+
+    ``seed_noise`` flips each gold seed label with that probability (the suite's noise axis)."""
+    from candidate_losses import get_loss
+
+    start = time.perf_counter()
+    if device is None:
+        from evaluators.tinylm import pick_device
+        device = pick_device()
+    if loss_fn is None:
+        spec = get_loss(cfg.train.loss)
+        loss_fn, loss_kwargs = spec.fn, {**spec.hyperparameters, **cfg.train.loss_kwargs, **(loss_kwargs or {})}
+    loss_kwargs = dict(loss_kwargs if loss_kwargs is not None else cfg.train.loss_kwargs)
+    torch.manual_seed(cfg.seed)
+    run = _Run(cfg, device)
+    judge = make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=run.task.label_temperature,
+                       generator=torch.Generator().manual_seed(run.seed("judge")), device=device,
+                       client=judge_client)
+    store = PairStore()
+    stages: list[StageRecord] = []
+    policy = copy.deepcopy(run.init).requires_grad_(True)
+    seed_tensors, seed_records = run.seed_pairs(seed_noise)
+    seed_tensors = _to(seed_tensors, device)
+    for stage in range(cfg.iterations + 1):
+        t0 = time.perf_counter()
+        if stage == 0:
+            pairs, new, dropped, reference = seed_tensors, seed_records, 0, run.init
+            steps = steps_for(cfg.train.seed_epochs, len(pairs), cfg.train.batch_size)
+        else:
+            reference = copy.deepcopy(policy).eval().requires_grad_(False)   # pi_{i-1}
+            self_pairs, new, dropped = run.self_label(reference, stage, judge)
+            pairs = PairTensors.cat([self_pairs, seed_tensors]) if cfg.train.include_seed else self_pairs
+            steps = steps_for(cfg.train.iteration_epochs, len(pairs), cfg.train.batch_size)
+        rc = _round_config(cfg, steps, stage)
+        record = StageRecord(iteration=stage, pairs=len(pairs), new_pairs=len(new),
+                             dropped_identical=dropped, dnd_lambda=rc.dnd_lambda, steps=steps)
+        if len(pairs) > 0:
+            out = train_round(policy, reference, pairs, loss_fn, loss_kwargs, rc,
+                              torch.Generator().manual_seed(run.seed("order", stage)), run.autocast)
+            record.flags += out.train.flags
+            record.message, record.curve = out.train.message, out.train.curve
+            for k, rec in enumerate(new):
+                if stage > 0:
+                    conf = float(out.confidence[k])
+                    rec.confidence = conf if math.isfinite(conf) else None
+                    rec.flagged, rec.smoothing = bool(out.flagged[k]), float(out.smoothing[k])
+                rec.extra = {"dnd_lambda": rc.dnd_lambda, "seed": cfg.seed}
+        store.add(new)
+        _label_stats(record, new)
+        if not record.flags or record.flags == ["no_gradient"]:
+            run.measure(policy, record)
+        record.wall_time_s = time.perf_counter() - t0
+        stages.append(record)
+        if on_stage is not None:
+            on_stage(record)
+        if set(record.flags) - {"no_gradient"}:
+            break                      # a failed candidate loss: stop the loop, report where
+    meta = run.bundle["meta"]
+    rr = run.task.reward_range
+    from preference_data.spa.config import spa_config_to_dict
+
+    result = SPAResult(stages=stages, store=store, reference_reward=float(meta["reference_reward"]),
+                       reward_range=rr[1] - rr[0], gold_fraction=cfg.data.gold_fraction,
+                       config=spa_config_to_dict(cfg), wall_time_s=time.perf_counter() - start)
+    if cfg.out_dir:
+        save_result(result, cfg.out_dir)
+    return result
+
+
+def save_result(result: SPAResult, out_dir: str | Path) -> None:
+    """``pairs.jsonl`` (TRL format, every pair) and ``stages.json`` (per-stage metrics)."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.store.save_trl_jsonl(out / "pairs.jsonl")
+    (out / "stages.json").write_text(json.dumps(_json_safe(result.to_dict()), indent=2))
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+

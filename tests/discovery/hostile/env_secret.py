@@ -1,0 +1,13 @@
+# static: unsafe
+# runtime: ok
+# Looks for API keys in the environment; it must find none (the worker environment is stripped).
+import os
+
+
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    leaked = [k for k in os.environ if k.endswith(("_KEY", "_TOKEN", "SECRET")) or "OPENAI" in k]
+    if leaked:
+        raise RuntimeError("LEAKED " + ",".join(leaked))
+    h = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    return -F.logsigmoid(beta * h)

@@ -1,0 +1,8 @@
+# static: unsafe
+# runtime: ok
+# Writes a scratch file into its own working directory: allowed, private, deleted afterwards.
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    with open("scratch.txt", "w") as fh:
+        fh.write("fine")
+    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))

@@ -1,0 +1,84 @@
+"""Tiny Hugging Face models built offline for tests: a word-level tokenizer trained with `tokenizers`
+and random-init GPT-2 language / reward models saved with `save_pretrained` to a directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REVIEW_WORDS = (
+    "review : the film was is it and very good great fun lovely bad awful dull boring".split()
+)
+POSITIVE = frozenset({"good", "great", "fun", "lovely"})
+NEGATIVE = frozenset({"bad", "awful", "dull", "boring"})
+
+
+def build_tokenizer(words: tuple[str, ...] | list[str] = REVIEW_WORDS):
+    """A whitespace word-level tokenizer over `words` plus <unk>, <pad>, <eos>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+def _config(tokenizer, **overrides):
+    from transformers import GPT2Config
+
+    settings = dict(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                    bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    settings.update(overrides)
+    return GPT2Config(**settings)
+
+
+def build_tiny_gpt2(directory: Path, seed: int = 0, **config) -> Path:
+    """Random-init 1-layer GPT-2 + tokenizer saved to `directory`; returns the directory."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(_config(tokenizer, **config)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def build_tiny_reward_model(directory: Path, seed: int = 1) -> Path:
+    """Random-init GPT-2 sequence classifier (one logit) + tokenizer saved to `directory`."""
+    import torch
+    from transformers import GPT2ForSequenceClassification
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    GPT2ForSequenceClassification(_config(tokenizer, num_labels=1)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def review_pairs(n: int) -> list[dict[str, str]]:
+    """Preference pairs: positive continuations chosen over negative ones (standard TRL format)."""
+    positive, negative = sorted(POSITIVE), sorted(NEGATIVE)
+    subjects = [f"{who} {verb}{very}" for very in ("", " very") for who in ("the film", "it") for verb in ("was", "is")]
+    return [
+        {
+            "prompt": f"review : {subjects[i % len(subjects)]}",
+            "chosen": f" {positive[i % 4]} and {positive[(i + 1) % 4]}",
+            "rejected": f" {negative[i % 4]} and {negative[(i + 2) % 4]}",
+        }
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sentiment(text: str) -> int:
+    """Positive minus negative words: the rule the judge test double applies."""
+    words = text.split()
+    return sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
