@@ -51,7 +51,7 @@ class ShapeRegions:
 def dpo_shape(z: list[float]) -> tuple[list[float], list[float]]:
     """DPO's loss -log sigmoid(z) and its slope -sigmoid(-z), computed stably."""
     loss = [max(-v, 0.0) + math.log1p(math.exp(-abs(v))) for v in z]
-    slope = [-1.0 / (1.0 + math.exp(v)) if v > -700 else -1.0 for v in z]
+    slope = [-math.exp(-v) / (1.0 + math.exp(-v)) if v >= 0 else -1.0 / (1.0 + math.exp(v)) for v in z]
     return loss, slope
 
 
@@ -367,12 +367,12 @@ class ReportSummary:
 
 
 def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> ReportSummary:
-    """Render the report to `out` (default DIR/report.html; a directory gets index.html)."""
+    """Render the report to `out` (default DIR/report.html; a path not ending in .html is a folder: index.html)."""
     start = time.perf_counter()
     report = gather(campaign_dir)
     html = render_html(report)
     path = Path(out) if out is not None else Path(campaign_dir) / "report.html"
-    if path.is_dir() or (out is not None and str(out).endswith("/")):
+    if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

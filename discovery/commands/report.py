@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def report(
         campaign_dir: Path = typer.Argument(..., help="Campaign directory (holds campaign.db)."),
         out: Optional[Path] = typer.Option(
-            None, "--out", help="HTML file to write (default DIR/report.html; a directory gets index.html)."),
+            None, "--out", help="HTML file to write (default DIR/report.html); a folder (no .html suffix) gets index.html."),
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (for scripts)."),
     ) -> None:
         """Write a self-contained HTML report: summary, leaderboard, and every candidate's code, diff, lineage and plots."""

@@ -130,6 +130,8 @@ def test_cli_writes_report_and_rejects_non_campaigns(fake_campaign: Path, tmp_pa
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
     assert Path(info["path"]).is_file() and info["candidates"] == 8
+    res = runner.invoke(app, ["report", str(fake_campaign), "--out", str(tmp_path / "site")])
+    assert res.exit_code == 0 and (tmp_path / "site" / "index.html").is_file()
     res = runner.invoke(app, ["report", str(tmp_path / "r")])
     assert res.exit_code != 0 and "not a campaign directory" in str(res.exception)
 
