@@ -2,7 +2,7 @@
 
     python benchmarks/campaign.py                      # run a short quickstart campaign, then measure
     python benchmarks/campaign.py --dir runs/quickstart  # measure an existing campaign directory
-    python benchmarks/campaign.py --max-candidates 16 --workers 2
+    python benchmarks/campaign.py --max-candidates 16 --workers 2   # a shorter run
 
 "training" = seconds spent inside preference-training runs (summed from each run's own timer,
 reported by the evaluators); "stage time" = seconds each stage call took as seen by the runner
@@ -32,9 +32,18 @@ def measure(campaign_dir: Path) -> dict:
     cfg = yaml.safe_load((campaign_dir / "config.resolved.yaml").read_text())
     workers = int(cfg.get("workers", 1))
     events = read_log(campaign_dir / "log.jsonl")
-    starts = [e["t"] for e in events if e["event"] == "campaign_start"]
-    ends = [e["t"] for e in events if e["event"] in ("campaign_end", "interrupted")]
-    wall = (max(ends) - min(starts)) if starts and ends else float("nan")
+    wall, start = 0.0, None  # summed over the runs of a resumed campaign (gaps excluded)
+    for e in events:
+        if e["event"] == "campaign_start":
+            start = e["t"]
+        elif start is not None:
+            if e["event"] in ("campaign_end", "interrupted"):
+                wall += e["t"] - start
+                start = None
+            last = e["t"]
+    if start is not None:  # killed run: count up to its last event
+        wall += last - start
+    wall = wall or float("nan")
     db = open_campaign_database(campaign_dir)
     try:
         with db.engine.connect() as conn:
@@ -76,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, help="existing campaign directory to measure")
     ap.add_argument("--config", default="configs/quickstart.yaml")
-    ap.add_argument("--max-candidates", type=int, default=16)
+    ap.add_argument("--max-candidates", type=int, default=None, help="override the config's budget")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     campaign_dir = args.dir
@@ -86,13 +95,14 @@ def main() -> None:
         from discovery.progress import ProgressView
 
         cfg = load_config(args.config)
-        cfg.budget.max_candidates = args.max_candidates
+        if args.max_candidates is not None:
+            cfg.budget.max_candidates = args.max_candidates
         cfg.workers = args.workers
-        cfg.cascade.heldout_top_k = 1
         campaign_dir = Path(tempfile.mkdtemp(prefix="prefdisco-bench-")) / "campaign"
         start = time.time()
         Campaign.create(cfg, campaign_dir, progress=ProgressView(enabled=False)).run()
-        print(f"ran {args.config} with {args.max_candidates} candidates in {time.time() - start:.1f}s", file=sys.stderr)
+        print(f"ran {args.config} ({cfg.budget.max_candidates} candidates) in {time.time() - start:.1f}s "
+              f"-> {campaign_dir}", file=sys.stderr)
     report = measure(campaign_dir)
     print(json.dumps(report, indent=2))
 

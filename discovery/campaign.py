@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import math
 import os
@@ -100,9 +101,7 @@ class Campaign:
         self.proposer = proposer or make_proposer(config.proposer)
         cascade_cfg = config.cascade
         if not cascade_cfg.cache_dir:  # resolve here: sandbox workers get a stripped environment
-            import copy
-
-            cascade_cfg = copy.copy(cascade_cfg)
+            cascade_cfg = dataclasses.replace(cascade_cfg)
             cascade_cfg.cache_dir = os.environ.get("PREFDISCO_CACHE") or str(Path.home() / ".cache" / "prefdisco")
         self.cascade = Cascade(pool, cascade_cfg, validate=validate)
         self.progress = progress or ProgressView()
@@ -110,7 +109,6 @@ class Campaign:
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
         self._generations = cf.ThreadPoolExecutor(max_workers=config.pipeline_lag + 2, thread_name_prefix="gen")
         self._probed: dict[int, threading.Event] = {}
-        self._done: dict[int, threading.Event] = {}
         self._futures: dict[int, cf.Future] = {}
         self.started = time.time()
 
@@ -175,10 +173,13 @@ class Campaign:
                         self._launch(g)
                         break
                     self._launch(g)
+                    self.progress.update(self.db.all(), generation=g)
                     g += 1
                 for gen in sorted(self._futures):
                     self._wait(gen)
+                self.progress.update(self.db.all(), generation=g, note="held-out suite for the finalists…")
                 self._heldout()
+                self.progress.update(self.db.all(), generation=g, note="done")
         except KeyboardInterrupt:
             self._stop.set()
             self.log.event("interrupted")

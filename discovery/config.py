@@ -171,7 +171,7 @@ def load_config(path: str | Path) -> CampaignConfig:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return config_from_dict(data)
+    return resolve_paths(config_from_dict(data), path.parent)  # suite files relative to the YAML
 
 
 def config_to_dict(cfg: CampaignConfig) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def aggregate_command(
     by_group: bool = typer.Option(False, "--by-group", help="Decide each annotator group separately; "
                                   "pair weights carry each group's (weighted) population mass."),
     group_attribute: Optional[str] = typer.Option(None, "--group-attribute", help="Attribute that "
-                                                  "defines groups [default: first of population_shares]."),
+                                                  "defines groups (default: the first attribute of population_shares)."),
     population_shares: Optional[str] = typer.Option(None, "--population-shares", help="Override the "
                                                     "targets: JSON/YAML mapping or file."),
     noise_threshold: float = typer.Option(0.7, "--noise-threshold", help="Dawid-Skene: flag annotators "

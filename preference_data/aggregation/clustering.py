@@ -76,7 +76,7 @@ def cluster_annotators(judgments: Sequence[Judgment], max_clusters: int = 6, see
     silhouettes, fits = {}, {}
     distinct = len(np.unique(np.round(xa, 9), axis=0))
     for k in range(2, min(max_clusters, len(names) - 1, distinct) + 1):
-        km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(xa)
+        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(xa)
         if len(set(km.labels_)) < 2:
             continue
         silhouettes[k] = round(float(silhouette_score(xa, km.labels_)), 4)

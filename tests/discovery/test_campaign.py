@@ -184,3 +184,49 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, reference):
     assert "interrupted" in events and "campaign_end" not in events
     assert _run_main(out, resume=True) == 0
     assert archive(out) == archive(reference)
+
+
+def test_views_and_live_status_render(tmp_path):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from discovery.cascade import describe_shape
+    from discovery.cli import app
+    from discovery.progress import render_status
+
+    run_fake(tmp_path / "v", **{"budget": {"max_candidates": 4}})
+    runner = CliRunner()
+    board = runner.invoke(app, ["leaderboard", str(tmp_path / "v"), "--json"])
+    assert board.exit_code == 0
+    ids = [r["id"] for r in __import__("json").loads(board.output)]
+    assert len(ids) == 4 + len(CONFIG["baselines"])
+    assert runner.invoke(app, ["show", str(tmp_path / "v"), ids[0]]).exit_code == 0
+    assert runner.invoke(app, ["compare", str(tmp_path / "v"), ids[0], ids[1]]).exit_code == 0
+    missing = runner.invoke(app, ["show", str(tmp_path / "v"), "nope"])
+    assert missing.exit_code != 0 and "no candidate" in str(missing.exception)
+    console = Console(record=True, width=120)
+    console.print(render_status(open_campaign_database(tmp_path / "v").all(), generation=1, elapsed_s=60.0))
+    text = console.export_text()
+    assert "DPO fitness" in text and "best discovered" in text and "4/4 finished" in text
+    line = describe_shape({"z": [-2.0, 0.0, 2.0], "loss": [2.1, 0.69, 0.13], "dloss_dz": [-0.9, -0.5, -0.1]})
+    assert "L(+0.0)=0.69" in line and "monotone decreasing" in line
+
+
+class CostlyProposer(ScriptedProposer):
+    """Scripted proposals that each report 1000 tokens and $0.01 (as an LLM reply would)."""
+
+    def propose(self, context):
+        (p,) = super().propose(context)
+        p.prompt_tokens, p.completion_tokens, p.cost_usd = 800, 200, 0.01
+        return [p]
+
+
+def test_token_budget_stops_proposing(tmp_path):
+    codes = [GOOD.format(k=1.0 + i / 10) for i in range(20)]
+    cfg = config_from_dict({"seed": 1, "baselines": ["dpo"], "generation_size": 2,
+                            "budget": {"max_candidates": 20, "max_tokens": 5000},
+                            "cascade": {"heldout_top_k": 0}})
+    result = Campaign.create(cfg, tmp_path, pool=FakePool(), proposer=CostlyProposer(codes),
+                             validate=validate_source, progress=ProgressView(enabled=False)).run()
+    assert result.stopped_by == "budget: tokens" and result.candidates == 5
+    assert all(r["status"] != "pending" for r in open_campaign_database(tmp_path).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 from preference_data.spa.config import JudgeConfig
@@ -61,6 +62,7 @@ def test_llm_judge_asks_both_orders_and_maps_to_probabilities():
     assert decide(p)[0].tolist() == [True, False, True]
 
 
+@pytest.mark.slow  # imports BERT from transformers (~5-20 s on a shared CPU)
 def test_reward_model_judge_is_bradley_terry_on_model_scores(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast

@@ -123,6 +123,7 @@ def test_spa_suite_is_declared_and_dispatched(tmp_path):
     assert result.fitness == pytest.approx(expected)
 
 
+@pytest.mark.slow  # two CLI runs of the loop
 def test_cli_prints_per_iteration_metrics_and_json(tmp_path):
     import json
 

@@ -1,0 +1,461 @@
+"""Fair comparisons: an equal-budget Optuna study per finalist *and* per baseline, then held-out.
+
+A loss that beats DPO at DPO's beta may lose to a tuned DPO, so every loss in the comparison gets
+the same number of trials over beta, learning rate and its own keyword constants. Design:
+
+* Search space. `beta` and `lr` multiply the suite's declared beta sweep and training learning
+  rates (shown in the units of the suite's first group), log-uniform within x/÷ `beta_range` /
+  `lr_range`; keyword constants (``LossSpec.hyperparameters`` for baselines, the signature's
+  numeric defaults read with `ast` for candidates -- never executed here) are searched around
+  their defaults. Trial 0 is always the untuned setting, so a study can only match or improve on
+  the untuned score, and its value reproduces the campaign's own fitness (a built-in check).
+* Pruning. Every trial is evaluated seed by seed on the same seeds (common random numbers); the
+  running mean is reported per seed and a MedianPruner stops trials that are clearly worse.
+* Storage. Studies live in the campaign's own database URL (Optuna RDBStorage, SQLite or
+  PostgreSQL); heartbeats + RetryFailedTrialCallback turn a killed run's RUNNING trial into a
+  failed one plus a retry with the same parameters, so a resumed run loses no trial.
+  Results go to the `tuned_results` table (read by the leaderboard/report), the claim to meta.
+* Candidate code runs only in the executor's sandboxes (`discovery.tuning_jobs`).
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures as cf
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from discovery.crashpoints import maybe_crash
+from discovery.tuning_jobs import TUNE_JOB
+
+CONTRACT = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
+            "reference_rejected_logps", "beta")
+tuning_metadata = sa.MetaData()
+tuned_results = sa.Table(
+    "tuned_results", tuning_metadata,
+    sa.Column("candidate_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("study_name", sa.String(256), nullable=False),
+    sa.Column("result", sa.Text, nullable=False),  # TunedResult as JSON
+    sa.Column("updated_at", sa.Float),
+)
+
+
+@dataclass
+class TuningConfig:
+    """`prefdisco tune` knobs; the defaults are a fair, modest budget per loss."""
+
+    top_k: int = 3  # discovered finalists to tune (by untuned fitness)
+    trials: int = 20  # trials per loss -- the same for every loss (equal budget)
+    baselines: list[str] | None = None  # None: every campaign baseline with a fitness ("dpo" always)
+    heldout: bool = True  # evaluate the held-out suite at the tuned settings
+    seed: int = 0  # sampler seed (per study: derived from this and the candidate id)
+    beta_range: float = 5.0  # beta searched in [b/5, 5b] (log scale) around the suite's betas
+    lr_range: float = 5.0  # learning rate searched in [lr/5, 5lr] (log scale)
+    hyper_range: float = 4.0  # positive constants searched in [c/4, 4c] (log); 0 -> [0, 0.25]
+    pruning: bool = True  # MedianPruner on per-seed running means
+    heartbeat_interval_s: int = 10  # Optuna heartbeat of a running trial
+    grace_period_s: int = 30  # a RUNNING trial without heartbeat this long is failed and retried
+    max_retry: int = 2  # retries of a trial whose process died
+    job_timeout_s: float = 600.0
+
+
+@dataclass
+class TuningTarget:
+    candidate_id: str
+    name: str
+    origin: str
+    code: str | None  # None: a registered baseline, evaluated by name
+    hyperparameters: dict[str, float | int]
+    untuned_fitness: float | None
+    untuned_fitness_se: float | None
+    untuned_heldout: float | None
+    untuned_heldout_se: float | None
+
+
+@dataclass
+class TunedResult:
+    candidate_id: str
+    name: str
+    origin: str
+    study_name: str
+    trials_complete: int
+    trials_pruned: int
+    trials_failed: int
+    defaults: dict[str, Any]
+    params: dict[str, Any]  # best trial's parameters (beta and lr in the suite's units)
+    untuned_fitness: float | None
+    untuned_fitness_se: float | None
+    default_trial_fitness: float | None  # trial 0 (untuned settings) as measured by the study
+    tuned_fitness: float | None
+    tuned_fitness_se: float | None
+    untuned_heldout: float | None = None
+    untuned_heldout_se: float | None = None
+    tuned_heldout: float | None = None
+    tuned_heldout_se: float | None = None
+    heldout_params: dict[str, Any] = field(default_factory=dict)  # params the tuned held-out used
+
+
+def keyword_hyperparameters(code: str) -> dict[str, float | int]:
+    """Numeric keyword defaults of the loss function in `code` (parsed, never executed)."""
+    tree = ast.parse(code)
+    fns = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    fn = next((f for f in fns if [a.arg for a in f.args.args[:5]] == list(CONTRACT)), fns[0] if fns else None)
+    if fn is None:
+        return {}
+    out: dict[str, float | int] = {}
+    positional = fn.args.args[len(fn.args.args) - len(fn.args.defaults):] if fn.args.defaults else []
+    pairs = list(zip(positional, fn.args.defaults)) + [
+        (a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None]
+    for arg, default in pairs:
+        if arg.arg in CONTRACT:
+            continue
+        try:
+            value = ast.literal_eval(default)
+        except ValueError:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[arg.arg] = value
+    return out
+
+
+def suite_reference(suite: Any) -> tuple[float, float | None]:
+    """(first group's first beta, first group's train.lr or None): the units `beta`/`lr` are shown in."""
+    g = suite.groups[0]
+    lr = (g.config.get("train") or {}).get("lr")
+    lrs = {(gr.config.get("train") or {}).get("lr") is not None for gr in suite.groups}
+    return float(g.betas[0]), (float(lr) if lr is not None and lrs == {True} else None)
+
+
+def suggest(trial: Any, target: TuningTarget, ref_beta: float, ref_lr: float | None,
+            cfg: TuningConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {"beta": trial.suggest_float("beta", ref_beta / cfg.beta_range,
+                                                          ref_beta * cfg.beta_range, log=True)}
+    if ref_lr is not None:
+        params["lr"] = trial.suggest_float("lr", ref_lr / cfg.lr_range, ref_lr * cfg.lr_range, log=True)
+    for name, default in sorted(target.hyperparameters.items()):
+        key = f"hp_{name}"
+        if isinstance(default, int):
+            lo, hi = (max(1, default // 2), max(2, default * 2)) if default > 0 else (default - 2, default + 2)
+            params[key] = trial.suggest_int(key, lo, hi)
+        elif default > 0:
+            params[key] = trial.suggest_float(key, default / cfg.hyper_range, default * cfg.hyper_range, log=True)
+        elif default < 0:
+            params[key] = trial.suggest_float(key, default * cfg.hyper_range, default / cfg.hyper_range)
+        else:
+            params[key] = trial.suggest_float(key, 0.0, 0.25)
+    return params
+
+
+def default_params(target: TuningTarget, ref_beta: float, ref_lr: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"beta": ref_beta}
+    if ref_lr is not None:
+        params["lr"] = ref_lr
+    params.update({f"hp_{k}": v for k, v in target.hyperparameters.items()})
+    return params
+
+
+def combine_seeds(per_seed: list[dict[str, Any]]) -> tuple[float, float]:
+    """Suite fitness and SE from per-seed results, exactly as `evaluators.metrics.aggregate` does:
+    mean over groups of (mean over seeds of the seed's beta-max score); SE from per-group SEs."""
+    labels = sorted(per_seed[0].get("per_task") or {})
+    if not labels:
+        xs = [float(r["fitness"]) for r in per_seed]
+        return statistics.fmean(xs), (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan)
+    means, ses = [], []
+    for label in labels:
+        xs = [float(r["per_task"][label]) for r in per_seed]
+        means.append(statistics.fmean(xs))
+        ses.append(statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan)
+    return statistics.fmean(means), math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+class Tuner:
+    """Tunes the finalists and baselines of one campaign directory through an executor."""
+
+    def __init__(self, campaign_dir: str | Path, config: TuningConfig, executor: Any):
+        import yaml
+
+        from discovery.database import open_campaign_database
+        from evaluators.suites import load_suite
+
+        self.dir = Path(campaign_dir)
+        self.config = config
+        self.executor = executor
+        self.campaign = yaml.safe_load((self.dir / "config.resolved.yaml").read_text()) or {}
+        self.db = open_campaign_database(self.dir)
+        tuning_metadata.create_all(self.db.engine)
+        cascade = self.campaign.get("cascade") or {}
+        self.fitness_suite = cascade.get("fitness_suite") or "fitness"
+        self.heldout_suite = cascade.get("heldout_suite") or "heldout"
+        self.fitness_seeds = cascade.get("fitness_seeds")
+        self.heldout_seeds = cascade.get("heldout_seeds")
+        import os
+
+        self.cache_dir = cascade.get("cache_dir") or os.environ.get("PREFDISCO_CACHE") or str(
+            Path.home() / ".cache" / "prefdisco")
+        suite = load_suite(self.fitness_suite)
+        suite = suite.with_overrides(seeds=self.fitness_seeds) if self.fitness_seeds else suite
+        self.failure_score = float(suite.scoring.failure_score)
+        self.ref_beta, self.ref_lr = suite_reference(suite)
+        seed_counts = {len(g.seeds) for g in suite.groups}
+        self.steps = seed_counts.pop() if len(seed_counts) == 1 else 0  # 0: no per-seed steps
+        held = load_suite(self.heldout_suite)
+        self.held_ref_beta, self.held_ref_lr = suite_reference(held)
+        self._storage: Any = None
+
+    # ---- what to tune ---------------------------------------------------------------------------
+    def targets(self) -> list[TuningTarget]:
+        from candidate_losses import get_loss
+
+        rows = [r for r in self.db.all(status="evaluated") if r["fitness"] is not None]
+        wanted = None if self.config.baselines is None else {b.lower() for b in self.config.baselines} | {"dpo"}
+        baselines = [r for r in rows if r["origin"] == "baseline" and (wanted is None or r["name"].lower() in wanted)]
+        finalists = sorted((r for r in rows if r["origin"] != "baseline"),
+                           key=lambda r: (-r["fitness"], r["seq"]))[: self.config.top_k]
+        out = []
+        for r in baselines + finalists:
+            baseline = r["origin"] == "baseline"
+            hyper = dict(get_loss(r["name"]).hyperparameters) if baseline else keyword_hyperparameters(r["code"])
+            out.append(TuningTarget(r["id"], r["name"], r["origin"], None if baseline else r["code"], hyper,
+                                    r["fitness"], r["fitness_se"], r["heldout"], r["heldout_se"]))
+        if not any(t.name.lower() == "dpo" for t in out):
+            from discovery.errors import UserError
+
+            raise UserError(f"{self.dir}: DPO has no fitness in this campaign; run or resume the campaign first")
+        return out
+
+    # ---- one study --------------------------------------------------------------------------------
+    def storage(self) -> Any:
+        """One RDBStorage shared by every study thread (creating it migrates the schema once)."""
+        if self._storage is None:
+            self._storage = self._make_storage()
+        return self._storage
+
+    def _make_storage(self) -> Any:
+        import warnings
+
+        import optuna
+
+        kwargs: dict[str, Any] = {}
+        if self.db.url.startswith("sqlite"):
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            if retry_cls is not None:  # Optuna >= 4.9
+                kwargs["heartbeat_stale_trial_callback"] = retry_cls(max_retry=self.config.max_retry)
+            else:
+                kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
+                    max_retry=self.config.max_retry)
+            return optuna.storages.RDBStorage(
+                self.db.url, heartbeat_interval=self.config.heartbeat_interval_s,
+                grace_period=self.config.grace_period_s, **kwargs)
+
+    def study_name(self, target: TuningTarget) -> str:
+        return f"{self.campaign.get('name', 'campaign')}/tune/{Path(self.fitness_suite).stem}/{target.candidate_id}"
+
+    def _job(self, target: TuningTarget, suite: str, params: dict[str, Any], *, seeds: int | None,
+             seed_index: int | None) -> Any:
+        """One sandboxed evaluation; `beta`/`lr` become multipliers of the suite's own values."""
+        kwargs: dict[str, Any] = {
+            "suite": suite, "loss_name": target.name, "cache_dir": self.cache_dir,
+            "beta_scale": params["beta"] / self.ref_beta,
+            "lr_scale": params["lr"] / self.ref_lr if "lr" in params and self.ref_lr else 1.0,
+            "loss_kwargs": {k[3:]: v for k, v in params.items() if k.startswith("hp_")},
+            "seeds": seeds, "seed_index": seed_index}
+        return self.executor.run_job(target.code, TUNE_JOB, kwargs, self.config.job_timeout_s)
+
+    def _objective(self, target: TuningTarget) -> Any:
+        import optuna
+
+        def objective(trial: optuna.Trial) -> float:
+            params = suggest(trial, target, self.ref_beta, self.ref_lr, self.config)
+            per_seed: list[dict[str, Any]] = []
+            for i in range(max(self.steps, 1)):
+                res = self._job(target, self.fitness_suite, params,
+                                seeds=self.fitness_seeds, seed_index=i if self.steps else None)
+                if not res.ok or not res.value or res.value.get("fitness") is None:
+                    trial.set_user_attr("error", f"{res.failure_class}: {(res.message or '')[:300]}")
+                    return self.failure_score  # a setting that breaks the loss is a bad setting
+                per_seed.append(res.value)
+                running = statistics.fmean(float(v["fitness"]) for v in per_seed)
+                trial.report(running, i)
+                maybe_crash("tuning_seed")  # test hook: die mid-trial (kill -9 + resume test)
+                if self.config.pruning and i + 1 < self.steps and trial.should_prune():
+                    raise optuna.TrialPruned()
+            fitness, se = combine_seeds(per_seed)
+            trial.set_user_attr("fitness_se", _finite(se))
+            return fitness
+
+        return objective
+
+    def run_study(self, target: TuningTarget) -> TunedResult:
+        import optuna
+        from optuna.trial import TrialState
+
+        from discovery.campaign import derive_seed
+
+        cfg = self.config
+        sampler = optuna.samplers.TPESampler(seed=derive_seed(cfg.seed, target.candidate_id) % 2**32,
+                                             n_startup_trials=min(10, max(2, cfg.trials // 3)))
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if cfg.pruning
+                  else optuna.pruners.NopPruner())
+        study = optuna.create_study(study_name=self.study_name(target), storage=self.storage(),
+                                    direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
+        defaults = default_params(target, self.ref_beta, self.ref_lr)
+        if not study.trials:
+            study.enqueue_trial(defaults, user_attrs={"untuned": True})
+        self._recover_stale(study)
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        remaining = cfg.trials - len(study.get_trials(deepcopy=False, states=finished))
+        if remaining > 0:
+            study.optimize(self._objective(target), n_trials=remaining,
+                           callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states=finished)])
+        return self._summarise(study, target, defaults)
+
+    def _recover_stale(self, study: Any) -> None:
+        """Fail (and so retry) trials left RUNNING by a killed process, once their heartbeat is stale.
+
+        A live driver keeps its trials' heartbeats fresh, so only dead ones are touched."""
+        import optuna
+        from optuna.trial import TrialState
+
+        deadline = time.monotonic() + self.config.grace_period_s + 2 * self.config.heartbeat_interval_s
+        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
+            optuna.storages.fail_stale_trials(study)
+            if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                time.sleep(min(1.0, self.config.heartbeat_interval_s))
+
+    def _summarise(self, study: Any, target: TuningTarget, defaults: dict[str, Any]) -> TunedResult:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        default_trial = next((t for t in complete if t.user_attrs.get("untuned") or t.params == defaults), None)
+        best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+        return TunedResult(
+            candidate_id=target.candidate_id, name=target.name, origin=target.origin,
+            study_name=study.study_name, trials_complete=len(complete),
+            trials_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+            trials_failed=sum(t.state == TrialState.FAIL for t in trials), defaults=defaults,
+            params=dict(best.params) if best else {}, untuned_fitness=target.untuned_fitness,
+            untuned_fitness_se=target.untuned_fitness_se,
+            default_trial_fitness=default_trial.value if default_trial else None,
+            tuned_fitness=best.value if best else None,
+            tuned_fitness_se=best.user_attrs.get("fitness_se") if best else None,
+            untuned_heldout=target.untuned_heldout, untuned_heldout_se=target.untuned_heldout_se)
+
+    # ---- held-out at the tuned settings ------------------------------------------------------------
+    def heldout(self, target: TuningTarget, result: TunedResult) -> TunedResult:
+        """Held-out suite at the tuned multipliers (and untuned, if the campaign did not run it)."""
+        previous = self.load_result(target.candidate_id)
+        if previous and previous.heldout_params == result.params and previous.tuned_heldout is not None:
+            result.tuned_heldout, result.tuned_heldout_se = previous.tuned_heldout, previous.tuned_heldout_se
+            result.heldout_params = previous.heldout_params
+        elif result.params:
+            res = self._job(target, self.heldout_suite, result.params,
+                            seeds=self.heldout_seeds, seed_index=None)
+            ok = res.ok and res.value and res.value.get("fitness") is not None
+            result.tuned_heldout = float(res.value["fitness"]) if ok else self.failure_score
+            result.tuned_heldout_se = _finite(res.value.get("fitness_se")) if ok else None
+            result.heldout_params = dict(result.params)
+        if result.untuned_heldout is None:
+            if previous and previous.untuned_heldout is not None:
+                result.untuned_heldout, result.untuned_heldout_se = previous.untuned_heldout, previous.untuned_heldout_se
+            else:
+                res = self._job(target, self.heldout_suite, result.defaults,
+                                seeds=self.heldout_seeds, seed_index=None)
+                if res.ok and res.value and res.value.get("fitness") is not None:
+                    result.untuned_heldout = float(res.value["fitness"])
+                    result.untuned_heldout_se = _finite(res.value.get("fitness_se"))
+        return result
+
+    # ---- persistence ------------------------------------------------------------------------------
+    def save_result(self, result: TunedResult) -> None:
+        row = {"candidate_id": result.candidate_id, "name": result.name, "origin": result.origin,
+               "study_name": result.study_name, "result": json.dumps(asdict(result)), "updated_at": time.time()}
+        with self.db.engine.begin() as conn:
+            conn.execute(tuned_results.delete().where(tuned_results.c.candidate_id == result.candidate_id))
+            conn.execute(tuned_results.insert().values(**row))
+
+    def load_result(self, candidate_id: str) -> TunedResult | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(sa.select(tuned_results.c.result).where(
+                tuned_results.c.candidate_id == candidate_id)).first()
+        return TunedResult(**json.loads(row.result)) if row else None
+
+    # ---- everything -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Tune every target (studies in parallel, one trial at a time each), held-out, claim."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        targets = self.targets()
+        self.storage()
+
+        def one(target: TuningTarget) -> TunedResult:
+            result = self.run_study(target)
+            if self.config.heldout:
+                result = self.heldout(target, result)
+            self.save_result(result)
+            return result
+
+        workers = max(1, min(len(targets), getattr(self.executor, "num_workers", 1)))
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="study") as pool:
+            results = list(pool.map(one, targets))
+        verdict = claim(results)
+        self.db.set_meta("tuning_claim", verdict)
+        return {"results": [asdict(r) for r in results], "claim": verdict}
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def claim(results: list[TunedResult]) -> dict[str, Any]:
+    """The winner's claim, made against tuned DPO (not DPO at its default beta)."""
+    dpo = next((r for r in results if r.origin == "baseline" and r.name.lower() == "dpo"), None)
+    found = [r for r in results if r.origin != "baseline" and r.tuned_fitness is not None]
+    if dpo is None or dpo.tuned_fitness is None or not found:
+        return {"winner": None, "text": "no tuned candidate to compare with tuned DPO"}
+    w = max(found, key=lambda r: r.tuned_fitness)  # type: ignore[arg-type, return-value]
+    delta = w.tuned_fitness - dpo.tuned_fitness  # type: ignore[operator]
+    ses = [s for s in (w.tuned_fitness_se, dpo.tuned_fitness_se) if s is not None]
+    se = math.sqrt(sum(s * s for s in ses)) if len(ses) == 2 else None
+    if se:
+        verdict = "beats" if delta > se else ("is within one SE of" if delta > -se else "loses to")
+    else:
+        verdict = "beats (no SE: single seed)" if delta > 0 else "does not beat"
+    text = (f"{w.name} ({w.candidate_id}) tuned fitness {w.tuned_fitness:.4f} {verdict} tuned DPO "
+            f"{dpo.tuned_fitness:.4f} (delta {delta:+.4f}" + (f", {delta / se:+.1f} SE)" if se else ")"))
+    out = {"winner": w.candidate_id, "winner_name": w.name, "tuned_fitness": w.tuned_fitness,
+           "tuned_dpo_fitness": dpo.tuned_fitness, "delta": delta, "se": se, "verdict": verdict}
+    if w.tuned_heldout is not None and dpo.tuned_heldout is not None:
+        out["heldout_delta"] = w.tuned_heldout - dpo.tuned_heldout
+        text += f"; held-out at tuned settings: {w.tuned_heldout:.4f} vs DPO {dpo.tuned_heldout:.4f}"
+    out["text"] = text
+    return out
+
+
+def load_tuned_results(db_url: str) -> dict[str, dict[str, Any]]:
+    """candidate id -> TunedResult dict, for the leaderboard and report ({} if never tuned)."""
+    engine = sa.create_engine(db_url)
+    try:
+        if not sa.inspect(engine).has_table("tuned_results"):
+            return {}
+        with engine.connect() as conn:
+            return {r.candidate_id: json.loads(r.result) for r in conn.execute(sa.select(tuned_results))}
+    finally:
+        engine.dispose()

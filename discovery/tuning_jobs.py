@@ -1,0 +1,51 @@
+"""Trusted sandbox job for tuning: a suite with its betas and learning rates scaled, one seed at a time.
+
+Runs inside a sandbox worker (``SandboxPool.run_job(code, TUNE_JOB, kwargs)``), like
+``evaluators.jobs:evaluate_job``, but (1) scales every group's beta sweep and training learning
+rate by the trial's factors, so a scale of 1 is exactly the untuned suite, and (2) can restrict
+every group to its i-th seed, so a study can report per-seed intermediate values and prune.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable
+
+TUNE_JOB = "discovery.tuning_jobs:scaled_suite_job"
+
+
+def scaled_suite(suite: Any, *, beta_scale: float = 1.0, lr_scale: float = 1.0, seeds: int | None = None,
+                 seed_index: int | None = None) -> Any:
+    """`suite` with betas x beta_scale, train.lr x lr_scale, the first `seeds` seeds, then seed i only."""
+    suite = suite.with_overrides(seeds=seeds) if seeds is not None else suite
+    groups = []
+    for g in suite.groups:
+        config = {k: dict(v) if isinstance(v, dict) else v for k, v in g.config.items()}
+        if lr_scale != 1.0:
+            train = config.setdefault("train", {})
+            if "lr" not in train:
+                raise ValueError(f"suite {suite.name}: group {g.tier}/{g.task} declares no train.lr to scale")
+            train["lr"] = float(train["lr"]) * lr_scale
+        new = replace(g, betas=tuple(float(b) * beta_scale for b in g.betas), config=config)
+        if seed_index is not None:
+            if seed_index >= len(g.seeds):
+                raise ValueError(f"seed_index {seed_index} out of range for group {g.tier}/{g.task}")
+            new = replace(new, seeds=(g.seeds[seed_index],))
+        groups.append(new)
+    return replace(suite, groups=tuple(groups))
+
+
+def scaled_suite_job(loss_fn: Callable[..., Any] | None, *, suite: str, loss_name: str = "candidate",
+                     loss_kwargs: dict[str, Any] | None = None, cache_dir: str | None = None,
+                     beta_scale: float = 1.0, lr_scale: float = 1.0, seeds: int | None = None,
+                     seed_index: int | None = None) -> dict[str, Any]:
+    """``SuiteResult.to_dict()`` of the scaled suite; ``loss_fn=None`` runs baseline `loss_name`."""
+    from evaluators.api import evaluate_loss
+    from evaluators.suites import load_suite
+
+    scaled = scaled_suite(load_suite(suite), beta_scale=beta_scale, lr_scale=lr_scale, seeds=seeds,
+                          seed_index=seed_index)
+    loss: Any = loss_fn if loss_fn is not None else loss_name
+    result = evaluate_loss(loss, scaled, loss_kwargs=loss_kwargs, cache_dir=cache_dir,
+                           loss_name=loss_name if loss_fn is not None else None)
+    return result.to_dict()
