@@ -9,7 +9,9 @@ executor and reports:
   * cand_per_min    -- proposals per minute of campaign wall time (baselines' evaluation included);
   * roundtrip_ms    -- median driver-side latency of a trivial sandboxed job (executor + sandbox IPC;
                        the job itself takes well under a millisecond);
-  * overhead_per_candidate_ms -- roundtrip x sandbox requests per candidate (probe, screen, fitness).
+  * overhead_per_candidate_ms -- roundtrip x sandbox requests per candidate (probe, screen, fitness);
+  * worker_utilisation -- summed sandbox stage time / (wall x workers): how busy proposals kept
+                       the workers (1.0 = never idle).
 Only candidates/min depends on core count: on a 2-core machine shared with other work, expect
 well under 2x from 2 workers.
 """
@@ -49,7 +51,8 @@ def roundtrip_ms(ex, n: int = 20) -> float:
     return statistics.median(times)
 
 
-def requests_per_candidate(out: Path) -> float:
+def sandbox_work(out: Path) -> tuple[float, float]:
+    """(sandbox requests per archive row, summed seconds of all sandbox stages) of a campaign."""
     import sqlalchemy as sa
 
     from discovery.database import open_campaign_database
@@ -57,11 +60,12 @@ def requests_per_candidate(out: Path) -> float:
     db = open_campaign_database(out)
     try:
         with db.engine.connect() as conn:
-            n = conn.execute(sa.text("SELECT count(*) FROM evaluations WHERE stage != 'static'")).scalar_one()
+            n, busy = conn.execute(sa.text("SELECT count(*), coalesce(sum(wall_time_s), 0) FROM evaluations "
+                                           "WHERE stage != 'static'")).one()
         rows = len(db.all())
     finally:
         db.close()
-    return n / max(rows, 1)
+    return n / max(rows, 1), float(busy)
 
 
 def run_setup(kind: str, workers: int, candidates: int, root: Path) -> dict:
@@ -85,11 +89,12 @@ def run_setup(kind: str, workers: int, candidates: int, root: Path) -> dict:
         wall = time.perf_counter() - t
     finally:
         ex.close()
-    per_cand = requests_per_candidate(out)
+    per_cand, busy = sandbox_work(out)
     return {"setup": f"{kind}:{workers}", "start_s": round(start_s, 2), "candidates": result.candidates,
             "wall_s": round(wall, 1), "cand_per_min": round(result.candidates / wall * 60, 2),
             "roundtrip_ms": round(rt, 2), "requests_per_candidate": round(per_cand, 2),
-            "overhead_per_candidate_ms": round(rt * per_cand, 1), "best_fitness": result.best_fitness}
+            "overhead_per_candidate_ms": round(rt * per_cand, 1),
+            "worker_utilisation": round(busy / (wall * workers), 3), "best_fitness": result.best_fitness}
 
 
 def main() -> None:
@@ -111,10 +116,11 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"{'setup':10} {'start s':>8} {'cand/min':>9} {'speedup':>8} {'roundtrip ms':>13} "
-          f"{'req/cand':>9} {'overhead/cand ms':>17}")
+          f"{'req/cand':>9} {'overhead/cand ms':>17} {'utilisation':>12}")
     for r in rows:
         print(f"{r['setup']:10} {r['start_s']:8.2f} {r['cand_per_min']:9.2f} {r['speedup_vs_local1'] or 0:8.2f} "
-              f"{r['roundtrip_ms']:13.2f} {r['requests_per_candidate']:9.2f} {r['overhead_per_candidate_ms']:17.1f}")
+              f"{r['roundtrip_ms']:13.2f} {r['requests_per_candidate']:9.2f} {r['overhead_per_candidate_ms']:17.1f} "
+              f"{r['worker_utilisation']:12.2f}")
     import os
 
     print(f"(machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "

@@ -58,8 +58,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"DPO fitness {result.dpo_fitness:.4f} ± {result.dpo_fitness_se or 0:.4f}")
         if result.best_id is not None:
             gain = result.best_fitness - (result.dpo_fitness or 0.0)
+            # unpaired s.e. of the difference: conservative, since both share the suite's seeds
+            se = ((result.best_fitness_se or 0.0) ** 2 + (result.dpo_fitness_se or 0.0) ** 2) ** 0.5
             typer.echo(f"best {result.best_id}: {result.best_fitness:.4f} ± {result.best_fitness_se or 0:.4f} "
-                       f"(vs DPO {gain:+.4f})")
+                       f"(vs DPO {gain:+.4f}, s.e. of the difference {se:.4f})")
         typer.echo(f"review: prefdisco leaderboard {result.out_dir}")
 
 

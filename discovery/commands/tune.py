@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"tuned vs untuned ({trials} trials per loss)")
         for col in ("id", "name", "fitness", "tuned fitness", "held-out", "tuned held-out", "tuned params",
                     "trials c/p/f"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for r in out["results"]:
             params = ", ".join(f"{k}={v:.3g}" for k, v in sorted(r["params"].items()))
             table.add_row(r["candidate_id"], r["name"], _fmt(r["untuned_fitness"], r["untuned_fitness_se"]),

@@ -66,14 +66,18 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"leaderboard — {campaign_dir}")
+        widths = {"name": 30, "proposer": 14, "parents": 22}
         for col in ("rank", "id", "name", "status", "fitness", "held-out", "proposer", "parents"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col))
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
             table.add_row(str(i), r["id"], r["name"], status, _num(r["fitness"], r["fitness_se"]),
                           _num(r["heldout"], r["heldout_se"]), r["proposer"], ",".join(r["parents"]), style=style)
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=140)  # piped output: do not squeeze to 80 columns
+        console.print(table)
 
     @app.command("show")
     def show(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),

@@ -143,19 +143,27 @@ class SlotExecutor(Executor):
                 future.set_exception(exc)
 
     def close(self) -> None:
+        """Cancel queued requests, close every slot (in-flight remote work is abandoned), stop threads."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                item[0].cancel()
         for _ in self._threads:
             self._queue.put(_STOP)
-        for thread in self._threads:
-            thread.join(timeout=30)
         for slot in self.slots:
             try:
                 slot.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the caller's error
                 log.warning("executor: closing a slot failed: %s", exc)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 def make_executor(kind: str = "local", *, num_workers: int = 2, ray_address: str | None = None,

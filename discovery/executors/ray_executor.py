@@ -58,6 +58,7 @@ class RaySlot:
         self.factory = factory
         self.actor = factory()
         self.info: dict[str, Any] = {}
+        self.closing = False
 
     def run(self, request: EvaluationRequest) -> Any:
         import ray
@@ -67,18 +68,21 @@ class RaySlot:
             try:
                 return ray.get(self.actor.run.remote(request.to_dict()))
             except RayActorError:
-                if attempt:
+                if attempt or self.closing:
                     raise
                 log.warning("ray executor: actor died (node lost?); starting a new one and retrying")
                 self.actor = self.factory()
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        """Let an idle actor shut its sandbox down, then kill it (its sandbox workers die with it:
+        they run with PR_SET_PDEATHSIG)."""
         import ray
 
+        self.closing = True
         try:
-            ray.get(self.actor.close.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - best effort; the kill below is what matters
+            ray.get(self.actor.close.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - busy or gone: the kill below is what matters
             pass
         ray.kill(self.actor)
 

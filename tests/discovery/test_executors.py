@@ -84,6 +84,10 @@ def test_ray_campaign_gives_the_same_archive_as_local(local_ray, tmp_path):
         run_tiny_campaign(tmp_path / "ray", pool=ex)
         # candidate code is still validated and sandboxed on the Ray side
         assert ex.probe("import os\n" + DPO_LIKE).failure_class == "unsafe"
+        # a lost actor (dead node) is replaced and the request retried, not failed
+        slot = ex.slots[0]
+        local_ray.kill(slot.actor)
+        assert slot.run(EvaluationRequest.probe(DPO_LIKE)).ok
     local, remote = archive(tmp_path / "local"), archive(tmp_path / "ray")
     assert local == remote
     assert sum(r[8] == "evaluated" for r in local) >= 4  # real evaluations happened (3 baselines + children)
