@@ -4,7 +4,8 @@ Per run (``run_score``)::
 
     gain    = (gold_reward - reference_reward) / reward_range          # ~[-1, 1]; 0 = no better than the reference
     penalty = kl_weight * max(0, kl / kl_budget - 1)                   # only KL beyond the group's budget costs
-    score   = gain - penalty            (a failed run -- flags nan/diverged/error/wrong_shape -- scores failure_score)
+    score   = max(gain - penalty, failure_score)                      # nothing scores below a failure
+    (a failed run -- flags nan/diverged/error/wrong_shape -- scores failure_score)
 
 Per group (tier+task) and seed: aggregate the beta sweep -- ``max`` (default: the best point of
 the reward-vs-KL frontier the loss reaches; beta is a knob every user tunes and losses differ in
@@ -30,7 +31,7 @@ def run_score(run: RunResult, scoring: Scoring, kl_budget: float) -> float:
     gain = (run.gold_reward - ref) / run.extra["reward_range"]
     penalty = scoring.kl_weight * max(0.0, run.kl / kl_budget - 1.0)
     score = gain - penalty
-    return score if math.isfinite(score) else scoring.failure_score
+    return max(score, scoring.failure_score) if math.isfinite(score) else scoring.failure_score
 
 
 def aggregate(

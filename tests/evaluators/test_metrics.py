@@ -19,10 +19,11 @@ def test_run_score_formula() -> None:
     s = Scoring(kl_weight=0.5, failure_score=-0.7)
     assert run_score(run(0, 0.1, 1.0), s, kl_budget=2.0) == pytest.approx(0.5)       # within budget
     assert run_score(run(0, 0.1, 1.0, kl=4.0), s, 2.0) == pytest.approx(0.5 - 0.5)   # 2x budget
-    assert run_score(run(0, 0.1, -1.0, ref=0.5), s, 2.0) == pytest.approx(-0.75)
+    assert run_score(run(0, 0.1, -0.8, ref=0.5), s, 2.0) == pytest.approx(-0.65)
     assert run_score(run(0, 0.1, 1.0, flags=["nan"]), s, 2.0) == -0.7
     assert run_score(run(0, 0.1, 1.0, flags=["no_gradient"]), s, 2.0) == pytest.approx(0.5)
     assert run_score(run(0, 0.1, math.nan), s, 2.0) == -0.7
+    assert run_score(run(0, 0.1, 1.0, kl=40.0), s, 2.0) == -0.7   # huge KL: floored at failure
 
 
 def test_aggregate_frontier_over_betas_mean_over_seeds() -> None:
