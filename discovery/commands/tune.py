@@ -1,4 +1,8 @@
-"""`prefdisco tune DIR [--top K] [--trials N] [--json]`: equal-budget tuning of finalists and baselines."""
+"""`prefdisco tune DIR [--top K] [--trials N] [--json]`: equal-budget tuning of finalists and baselines.
+
+The studies and results live in the campaign's database (see `discovery.tuning`), so a killed
+`prefdisco tune` is resumed by running the same command again.
+"""
 
 from __future__ import annotations
 
@@ -90,4 +94,6 @@ def register(app: typer.Typer) -> None:
                           _fmt(r["tuned_heldout"], r["tuned_heldout_se"]), params,
                           f"{r['trials_complete']}/{r['trials_pruned']}/{r['trials_failed']}")
         Console().print(table)
+        typer.echo("beta/lr are in the fitness suite's units: a trial scales every beta of the sweep and every "
+                   "learning rate by one factor each (trial 0 = untuned); held-out runs use the tuned factors.")
         typer.echo(f"claim: {out['claim']['text']}")
