@@ -12,13 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-CONTRACT_PARAMS = (
-    "policy_chosen_logps",
-    "policy_rejected_logps",
-    "reference_chosen_logps",
-    "reference_rejected_logps",
-    "beta",
-)
+from candidate_losses.contract import CONTRACT_ARGS as CONTRACT_PARAMS
 _FENCE = re.compile(r"```([a-zA-Z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 

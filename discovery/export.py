@@ -23,19 +23,14 @@ from typing import Any
 
 import jinja2
 
+import prompts
+from candidate_losses.contract import CONTRACT_ARGS
 from discovery.errors import UserError
 
-CONTRACT_ARGS: tuple[str, ...] = (
-    "policy_chosen_logps",
-    "policy_rejected_logps",
-    "reference_chosen_logps",
-    "reference_rejected_logps",
-    "beta",
-)
 # Names the loss contract promises to candidate code without an import (see load_loss_from_source).
 PRELUDE_NAMES = frozenset({"torch", "F", "math"})
-TRAINER_SOURCE = Path(__file__).resolve().parents[1] / "evaluators" / "hf_trainer.py"
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "prompts"
+TRAINER_SOURCE = Path(__file__).resolve().parents[1] / "evaluators" / "hf_trainer.py"  # copied into exports
+TEMPLATES_DIR = Path(prompts.__file__).resolve().parent
 # Metadata shown in headers and kept as provenance, in this order when present.
 METADATA_KEYS = (
     "campaign", "candidate_id", "status", "suite", "fitness", "fitness_se", "heldout",
