@@ -9,7 +9,9 @@ A small gold-labelled seed, then rounds of self-generated, self-labelled prefere
 Modules: ``config`` (typed YAML config), ``judges`` (implicit reward / gold / reward model / LLM),
 ``refinement`` (noise-aware label smoothing with de-coupled noise detection), ``rounds`` (one
 training round on the tinylm trainer), ``pipeline`` (the loop), ``store`` (pairs + TRL export),
-``tier`` (the ``spa`` benchmark-suite tier). Small-scale deviations from the paper are listed in
+``tier`` (the ``spa`` benchmark-suite tier); ``hf``, ``hf_config``, ``hf_refine``: the same loop
+over any Hugging Face causal LM through TRL (``run_spa_hf``, ``configs/spa_hf.yaml``, ``tier: hf``;
+its deviations are ``hf.HF_DEVIATIONS``). Small-scale deviations from the paper are listed in
 ``DEVIATIONS`` below and printed by ``prefdisco spa --help``.
 """
 
@@ -35,7 +37,7 @@ paper's refined loss exactly when L is DPO.
 """
 
 __all__ = ["DEVIATIONS", "LabelledPair", "PairStore", "SPAConfig", "dump_spa_config",
-           "load_spa_config", "run_spa", "spa_config_from_dict"]
+           "load_spa_config", "run_spa", "run_spa_hf", "spa_config_from_dict"]
 
 
 def __getattr__(name: str):  # torch-heavy pipeline imported on first use
@@ -43,4 +45,8 @@ def __getattr__(name: str):  # torch-heavy pipeline imported on first use
         from preference_data.spa.pipeline import run_spa
 
         return run_spa
+    if name == "run_spa_hf":
+        from preference_data.spa.hf import run_spa_hf
+
+        return run_spa_hf
     raise AttributeError(name)

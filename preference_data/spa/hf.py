@@ -1,0 +1,383 @@
+"""The SPA loop over the ``hf`` TRL tier: any causal LM, any TRL-format preference dataset.
+
+    pi_0 = DPO(pi_init, seed pairs of the dataset)                         (TRL, contract loss)
+    for i in 1..T:
+        fresh prompts (dataset rows outside the seed, or a prompt file)
+        two samples per prompt from pi_{i-1} (model.generate, temperature / top-p from the config)
+        label: implicit reward beta*(log pi_{i-1}(y|x) - log pi_init(y|x)), Bradley-Terry
+        pi_i = TRL round on the self-labelled pairs [+ seed], reference pi_{i-1}, with
+               noise-aware refinement through the ``smoothing`` column (``hf_refine``)
+
+The judges, the refinement maths and the pair store are the tinylm pipeline's (``judges``,
+``refinement``, ``store``). There is no gold reward for arbitrary data, so each iteration reports
+the judge's agreement with the dataset's own labels on the fresh prompts' pairs (n/a for a prompt
+file) and a Monte-Carlo KL(pi_i || pi_init) on held-out prompts sampled at temperature 1.
+
+Deviations from the paper and from the tinylm loop are listed in ``HF_DEVIATIONS`` below.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from evaluators.hf import generate, load_preference_dataset, prompt_text
+from preference_data.spa.hf_config import SPAHFConfig, spa_hf_config_from_dict
+from preference_data.spa.hf_refine import BatchRefiner, SmoothingDPOTrainer
+from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
+from preference_data.spa.refinement import dnd_lambda
+from preference_data.spa.rounds import steps_for
+from preference_data.spa.store import LabelledPair, PairStore
+
+HF_DEVIATIONS = """\
+Judging: the implicit reward scores each response as TRL will train it (prompt + decoded text + EOS,
+re-tokenized), not the raw sampled ids; they differ only when generation stopped at max_new_tokens
+(TRL appends EOS) or when decode -> encode is not the identity for the tokenizer.
+Label agreement: arbitrary HF data has no gold reward, so each iteration reports the judge's
+agreement with the dataset's own human labels on the pairs whose prompts were used that iteration
+(the sampled responses themselves have no label); n/a when prompts come from a prompt file.
+KL: Monte-Carlo over one temperature-1 sample per held-out prompt (unbiased at T = 1 only).
+Refinement: as in the tinylm loop, tau is the K-quantile over a running window of self-labelled
+margins, updated per micro-batch inside TRL's loss; DND is exact (per-token logits of policy and
+reference, one extra no-grad forward of each per micro-batch holding self-labelled pairs); a pair's
+stored confidence / smoothing are those of its last visit. Seed pairs are replayed every iteration
+by default (train.include_seed). Optimiser and schedule are TRL's (paper: lr 5e-7, cosine, warm-up).
+"""
+
+
+@dataclass
+class HFStageRecord:
+    """One stage (0 = seed DPO, i >= 1 = SPA iteration i)."""
+
+    iteration: int
+    pairs: int                            # pairs trained on (self-labelled + replayed seed)
+    new_pairs: int                        # pairs labelled this stage (seed pairs at stage 0)
+    dropped_identical: int = 0
+    label_agreement: float = math.nan     # judge vs the dataset's labels on the fresh prompts' pairs
+    agreement_pairs: int = 0              # 0: prompts had no labelled pairs (prompt file): n/a
+    mean_label_prob: float = math.nan
+    flagged_share: float = 0.0            # share of new pairs smoothed at their last visit
+    compare_agreement: dict[str, float] = field(default_factory=dict)   # other judges vs the SPA label
+    dnd_lambda: float | None = None
+    steps: int = 0
+    kl: float = math.nan                  # MC estimate of KL(pi_i || pi_init), nats per sequence
+    curve: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class SPAHFResult:
+    stages: list[HFStageRecord]
+    store: PairStore
+    config: dict[str, Any]
+    wall_time_s: float = 0.0
+
+    @property
+    def final(self) -> HFStageRecord:
+        return self.stages[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": "hf", "stages": [asdict(s) for s in self.stages], "pairs": len(self.store),
+                "wall_time_s": self.wall_time_s, "config": self.config}
+
+
+# ---- tokens and log-probs (mirroring how TRL tokenizes standard-format pairs) --------------------------
+
+def completion_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids incl. EOS) as TRL's DPOTrainer tokenizes ``prompt + completion + eos``."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    full = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+    n = 0
+    while n < min(len(prompt_ids), len(full)) and prompt_ids[n] == full[n]:
+        n += 1
+    return full[:n], full[n:]
+
+
+@torch.no_grad()
+def response_logps(model: Any, prefixes: list[list[int]], responses: list[list[int]], batch_size: int = 16
+                   ) -> torch.Tensor:
+    """[N] float64 summed log pi(response | prefix), right-padded batches."""
+    out: list[torch.Tensor] = []
+    device = next(model.parameters()).device
+    for s in range(0, len(prefixes), batch_size):
+        seqs = [p + r for p, r in zip(prefixes[s:s + batch_size], responses[s:s + batch_size])]
+        width = max(len(q) for q in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        attention = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width - 1)
+        for k, (q, p) in enumerate(zip(seqs, prefixes[s:s + batch_size])):
+            if not p:
+                raise ValueError("empty prompt: the first response token needs a context token")
+            ids[k, :len(q)], attention[k, :len(q)] = torch.tensor(q), 1
+            mask[k, len(p) - 1:len(q) - 1] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits[:, :-1].float()
+        token = torch.log_softmax(logits, -1).gather(2, ids[:, 1:].to(device)[:, :, None]).squeeze(2)
+        out.append((token * mask.to(device)).sum(1).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def _completion_text(value: Any) -> str:
+    return value if isinstance(value, str) else value[-1]["content"]
+
+
+def _as_completion(tokenizer: Any, prompt: str, ids: list[int]) -> str:
+    """Text whose TRL tokenization after ``prompt`` reproduces ``ids`` (a leading space if needed)."""
+    body = [t for t in ids if t != tokenizer.eos_token_id]
+    text = tokenizer.decode(body, skip_special_tokens=True)
+    for candidate in (text, " " + text):
+        if completion_ids(tokenizer, prompt, candidate)[1] == body + [tokenizer.eos_token_id]:
+            return candidate
+    return text if text[:1].isspace() or prompt[-1:].isspace() else " " + text
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+
+class _HFRun:
+    """Models, data and helpers shared by the stages of one run."""
+
+    def __init__(self, cfg: SPAHFConfig) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not cfg.model or not cfg.data.dataset:
+            raise ValueError("the hf SPA tier needs model and data.dataset")
+        self.cfg = cfg
+        use_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+        self.use_cpu, self.device = use_cpu, "cpu" if use_cpu else "cuda"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+            init = AutoModelForCausalLM.from_pretrained(cfg.model)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load model {cfg.model!r} (give a local directory or a cached hub id): "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.init = init.to(self.device).eval().requires_grad_(False)
+        rows = load_preference_dataset(cfg.data.dataset, cfg.data.split, cfg.data.dataset_config)
+        rows = rows.shuffle(seed=cfg.seed)
+        n_seed = cfg.data.seed_pairs or max(2, round(cfg.data.seed_fraction * len(rows)))
+        if n_seed >= len(rows):
+            raise ValueError(f"seed of {n_seed} pairs leaves no prompts in a dataset of {len(rows)}")
+        self.seed_rows = [self._row(rows[i]) for i in range(n_seed)]
+        pool = [self._row(rows[i]) for i in range(n_seed, len(rows))]
+        if cfg.data.prompt_file:
+            fresh = [{"prompt": p} for p in _read_prompts(cfg.data.prompt_file, self.tokenizer)]
+            self.eval_prompts = [r["prompt"] for r in (pool or fresh)[-cfg.data.eval_prompts:]]
+            self.fresh = fresh if pool else fresh[:-cfg.data.eval_prompts]
+        else:
+            n_eval = min(cfg.data.eval_prompts, max(1, len(pool) // 5))
+            self.eval_prompts = [r["prompt"] for r in pool[-n_eval:]]
+            self.fresh = pool[:-n_eval]
+        need = sum(cfg.data.prompts_per_iteration)
+        if need > len(self.fresh):
+            raise ValueError(f"prompts_per_iteration needs {need} fresh prompts, only {len(self.fresh)} remain "
+                             "after the seed and eval prompts")
+
+    def _row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = {"prompt": prompt_text(row["prompt"], self.tokenizer)}
+        if "chosen" in row:
+            out.update(chosen=_completion_text(row["chosen"]), rejected=_completion_text(row["rejected"]))
+        return out
+
+    def sampling(self, temperature: float) -> SimpleNamespace:
+        s = self.cfg.sampling
+        return SimpleNamespace(max_new_tokens=s.max_new_tokens, do_sample=True, temperature=temperature,
+                               top_p=s.top_p, generation_batch_size=s.batch_size)
+
+    def implicit_logps(self, policy: Any, prompts: list[str], completions: list[str]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log pi(y|x), log pi_init(y|x)) of each completion, on TRL's tokens."""
+        pairs = [completion_ids(self.tokenizer, p, c) for p, c in zip(prompts, completions)]
+        prefixes, responses = [p for p, _ in pairs], [r for _, r in pairs]
+        return response_logps(policy, prefixes, responses), response_logps(self.init, prefixes, responses)
+
+    def batch(self, policy: Any, prompts: list[str], a: list[str], b: list[str], judge: Any) -> PairBatch:
+        batch = PairBatch(prompts, a, b)
+        if judge.name == "implicit":
+            batch.policy_a, batch.init_a = self.implicit_logps(policy, prompts, a)
+            batch.policy_b, batch.init_b = self.implicit_logps(policy, prompts, b)
+        return batch
+
+    @torch.no_grad()
+    def kl_to_init(self, policy: Any, stage: int) -> float:
+        """Monte-Carlo KL(pi || pi_init): mean log-ratio of the policy's own samples at T = 1."""
+        from transformers import set_seed
+
+        set_seed(self.cfg.seed * 1000 + 500 + stage)
+        _, ids = generate(policy, self.tokenizer, self.eval_prompts, self.sampling(1.0))
+        prefixes = [self.tokenizer(p)["input_ids"] for p in self.eval_prompts]
+        keep = [k for k, r in enumerate(ids) if r]
+        ratio = (response_logps(policy, [prefixes[k] for k in keep], [ids[k] for k in keep])
+                 - response_logps(self.init, [prefixes[k] for k in keep], [ids[k] for k in keep]))
+        return float(ratio.mean()) if keep else math.nan
+
+
+def _read_prompts(path: str, tokenizer: Any) -> list[str]:
+    text = Path(path).read_text()
+    if path.endswith(".jsonl"):
+        return [prompt_text(json.loads(line)["prompt"], tokenizer) for line in text.splitlines() if line.strip()]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _train_stage(run: _HFRun, policy: Any, reference: Any, rows: list[dict[str, Any]], loss_fn: Callable[..., Any],
+                 loss_kwargs: dict[str, Any], epochs: float, stage: int, refiner: BatchRefiner | None
+                 ) -> tuple[int, list[float]]:
+    """One TRL training stage in place on ``policy``; returns (steps, logged losses)."""
+    import datasets
+    from trl import DPOConfig
+
+    t = run.cfg.train
+    steps = steps_for(epochs, len(rows), t.batch_size * t.gradient_accumulation_steps)
+    with tempfile.TemporaryDirectory(prefix="prefdisco-spa-hf-") as scratch:
+        args = DPOConfig(
+            output_dir=scratch, max_steps=steps, learning_rate=t.learning_rate, beta=t.beta,
+            per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+            warmup_steps=t.warmup, lr_scheduler_type=t.lr_scheduler, max_length=run.cfg.data.max_length,
+            seed=run.cfg.seed + stage, data_seed=run.cfg.seed + stage, use_cpu=run.use_cpu, bf16=t.bf16,
+            logging_steps=max(1, min(t.logging_steps, steps)), save_strategy="no", report_to=[],
+            disable_tqdm=True)
+        trainer = SmoothingDPOTrainer(
+            model=policy, ref_model=reference, args=args, train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=run.tokenizer, loss_fn=loss_fn, loss_kwargs=loss_kwargs, refiner=refiner)
+        trainer.train()
+        curve = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    policy.eval()
+    return steps, curve
+
+
+def _seed_records(run: _HFRun) -> list[LabelledPair]:
+    return [LabelledPair(pair_id=f"i0-{k}", iteration=0, prompt=r["prompt"], chosen=r["chosen"],
+                         rejected=r["rejected"], judge="gold-seed", label_prob=1.0)
+            for k, r in enumerate(run.seed_rows)]
+
+
+def _self_label(run: _HFRun, policy: Any, stage: int, judge: Any, others: list[Any], offset: int,
+                record: HFStageRecord) -> list[LabelledPair]:
+    """Sample two responses per fresh prompt from ``policy`` (= pi_{i-1}) and label them."""
+    from transformers import set_seed
+
+    cfg = run.cfg
+    rows = run.fresh[offset:offset + cfg.data.prompts_per_iteration[stage - 1]]
+    prompts = [r["prompt"] for r in rows]
+    set_seed(cfg.seed * 1000 + stage)
+    _, ids_a = generate(policy, run.tokenizer, prompts, run.sampling(cfg.sampling.temperature))
+    _, ids_b = generate(policy, run.tokenizer, prompts, run.sampling(cfg.sampling.temperature))
+    keep = [k for k in range(len(rows)) if not (cfg.sampling.drop_identical and ids_a[k] == ids_b[k])]
+    record.dropped_identical = len(rows) - len(keep)
+    prompts = [prompts[k] for k in keep]
+    a = [_as_completion(run.tokenizer, p, ids_a[k]) for p, k in zip(prompts, keep)]
+    b = [_as_completion(run.tokenizer, p, ids_b[k]) for p, k in zip(prompts, keep)]
+    batch = run.batch(policy, prompts, a, b, judge)
+    a_wins, label_prob = judge_pairs(judge, batch)
+    records = []
+    for k in range(len(prompts)):
+        win = bool(a_wins[k])
+        records.append(LabelledPair(
+            pair_id=f"i{stage}-{k}", iteration=stage, prompt=prompts[k], chosen=a[k] if win else b[k],
+            rejected=b[k] if win else a[k], judge=judge.name, label_prob=float(label_prob[k])))
+    if judge.name == "implicit":
+        for rec, k in zip(records, range(len(prompts))):
+            win = bool(a_wins[k])
+            ra = cfg.judge_beta() * float(batch.policy_a[k] - batch.init_a[k])
+            rb = cfg.judge_beta() * float(batch.policy_b[k] - batch.init_b[k])
+            rec.extra["implicit_reward"] = [ra, rb] if win else [rb, ra]     # [chosen, rejected]
+    for other in others:                       # comparison judges: agreement with the SPA label
+        p_other = other.prob_a(run.batch(policy, prompts, a, b, other))
+        agree = [(float(p) >= 0.5) == bool(w) for p, w in zip(p_other, a_wins)]
+        record.compare_agreement[other.name] = sum(agree) / max(1, len(agree))
+        for rec, p, w in zip(records, p_other, a_wins):
+            rec.extra[f"{other.name}_prob_chosen"] = float(p) if bool(w) else 1 - float(p)
+    labelled = [r for r in rows if "chosen" in r]
+    if labelled:                               # the judge on the dataset's own pairs for these prompts
+        lab = run.batch(policy, [r["prompt"] for r in labelled], [r["chosen"] for r in labelled],
+                        [r["rejected"] for r in labelled], judge)
+        agrees, _ = judge_pairs(judge, lab)
+        record.label_agreement = float(agrees.double().mean())
+        record.agreement_pairs = len(labelled)
+    return records
+
+
+def run_spa_hf(config: SPAHFConfig | dict[str, Any], loss_fn: Callable[..., Any] | None = None, *,
+               loss_kwargs: dict[str, Any] | None = None, judge_client: Any | None = None,
+               on_stage: Callable[[HFStageRecord], None] | None = None) -> SPAHFResult:
+    """Seed DPO + ``config.iterations`` SPA rounds over an HF causal LM; ``loss_fn`` defaults to
+    ``config.train.loss`` (a contract loss; candidates must run in the sandbox, not here)."""
+    from transformers import set_seed
+
+    from candidate_losses import get_loss
+
+    cfg = config if isinstance(config, SPAHFConfig) else spa_hf_config_from_dict(config)
+    start = time.perf_counter()
+    if loss_fn is None:
+        spec = get_loss(cfg.train.loss)
+        loss_fn, loss_kwargs = spec.fn, {**spec.hyperparameters, **cfg.train.loss_kwargs, **(loss_kwargs or {})}
+    loss_kwargs = dict(loss_kwargs if loss_kwargs is not None else cfg.train.loss_kwargs)
+    set_seed(cfg.seed)
+    run = _HFRun(cfg)
+    judge = make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=1.0,
+                       generator=torch.Generator().manual_seed(cfg.seed), device=run.device, client=judge_client)
+    others = [make_judge(dataclasses.replace(cfg.judge, kind=kind), beta=cfg.judge_beta(), label_temperature=1.0,
+                         generator=torch.Generator().manual_seed(cfg.seed), device=run.device, client=judge_client)
+              for kind in cfg.compare_judges]
+    policy = copy.deepcopy(run.init).requires_grad_(True)
+    store, stages = PairStore(), []
+    seed_rows = [{**r, "smoothing": 0.0, "pair_index": -1} for r in run.seed_rows]
+    offset = 0
+    for stage in range(cfg.iterations + 1):
+        t0 = time.perf_counter()
+        r = cfg.refinement
+        lam = dnd_lambda(stage, r.dnd_lambda, r.dnd_decay) if r.enabled and r.dnd and stage > 0 else None
+        record = HFStageRecord(iteration=stage, pairs=0, new_pairs=0, dnd_lambda=lam)
+        if stage == 0:
+            reference, new, refiner = run.init, _seed_records(run), None
+            rows, epochs = seed_rows, cfg.train.seed_epochs
+        else:
+            reference = copy.deepcopy(policy).eval().requires_grad_(False)          # pi_{i-1}
+            new = _self_label(run, reference, stage, judge, others, offset, record)
+            offset += cfg.data.prompts_per_iteration[stage - 1]
+            alpha = r.alpha if r.enabled else 0.0
+            rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "smoothing": alpha,
+                     "pair_index": k} for k, p in enumerate(new)]
+            rows += seed_rows if cfg.train.include_seed else []
+            refiner = BatchRefiner(cfg.train.beta, r.noise_fraction, r.warmup_fraction, r.threshold_window,
+                                   lam) if r.enabled else None
+            epochs = cfg.train.iteration_epochs
+        record.pairs, record.new_pairs = len(rows), len(new)
+        if rows:
+            record.steps, record.curve = _train_stage(run, policy, reference, rows, loss_fn, loss_kwargs,
+                                                      epochs, stage, refiner)
+        for k, rec in enumerate(new):
+            if refiner is not None and k in refiner.confidence:
+                rec.confidence, rec.smoothing = refiner.confidence[k], refiner.smoothing[k]
+                rec.flagged = rec.smoothing > 0
+            rec.extra.update(dnd_lambda=lam, seed=cfg.seed)
+        store.add(new)
+        record.mean_label_prob = sum(p.label_prob for p in new) / max(1, len(new))
+        record.flagged_share = sum(p.flagged for p in new) / max(1, len(new)) if stage else 0.0
+        record.kl = run.kl_to_init(policy, stage)
+        if cfg.save_policies and cfg.out_dir:
+            policy.save_pretrained(Path(cfg.out_dir) / f"policy_{stage}")
+            run.tokenizer.save_pretrained(Path(cfg.out_dir) / f"policy_{stage}")
+        record.wall_time_s = time.perf_counter() - t0
+        stages.append(record)
+        if on_stage is not None:
+            on_stage(record)
+    result = SPAHFResult(stages=stages, store=store, config=asdict(cfg), wall_time_s=time.perf_counter() - start)
+    if cfg.out_dir:
+        from preference_data.spa.pipeline import _json_safe
+
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        store.save_trl_jsonl(out / "pairs.jsonl")
+        (out / "stages.json").write_text(json.dumps(_json_safe(result.to_dict()), indent=2))
+    return result

@@ -1,0 +1,143 @@
+"""Typed configuration of the SPA loop over the ``hf`` TRL tier (any causal LM, any TRL-format data).
+
+Selected by ``tier: hf`` at the top of an SPA YAML (``configs/spa_hf.yaml``); without it the YAML is
+the tinylm ``SPAConfig``. The judge and refinement sections are the tinylm ones (same keys, same
+meaning), so the two tiers share one vocabulary. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from preference_data.spa.config import JudgeConfig, RefinementConfig, SPAConfig, _build, spa_config_from_dict
+
+HF_JUDGES = ("implicit", "reward_model", "llm")   # no gold reward for arbitrary HF data
+
+
+@dataclass
+class HFDataConfig:
+    """Where the seed and the fresh prompts come from.
+
+    Paper: 2K of 60K UltraFeedback pairs (3.3 %) as seed, then fresh prompts only. Here the
+    dataset is shuffled with ``seed``; the first ``seed_pairs`` (or ``seed_fraction`` of the rows)
+    keep their human labels, the rest only lend their prompts (and their labels for auditing)."""
+
+    dataset: str = ""                     # .jsonl/.json/.parquet file, save_to_disk dir, or hub id
+    dataset_config: str | None = None     # hub configuration name
+    split: str = "train"
+    seed_pairs: int | None = None         # gold seed size; None: seed_fraction of the dataset
+    seed_fraction: float = 0.033          # paper: 3.3 %
+    prompts_per_iteration: list[int] = field(default_factory=lambda: [64, 64])
+    prompt_file: str | None = None        # fresh prompts from a .txt (one per line) or .jsonl ("prompt")
+                                          # instead of the dataset's non-seed rows (no audit labels then)
+    eval_prompts: int = 32                # held-out prompts (never trained on) for the KL estimate
+    max_length: int | None = 512          # prompt + completion tokens per training sequence
+
+
+@dataclass
+class HFSamplingConfig:
+    """Two responses per fresh prompt from the current policy (paper: T = 0.7, top-p 1)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 16                  # prompts per generate() call
+    drop_identical: bool = True           # identical responses carry no preference
+
+
+@dataclass
+class HFTrainConfig:
+    """TRL training of each stage (``PreferenceLossDPOTrainer`` + per-example smoothing)."""
+
+    loss: str = "dpo"                     # registered loss name (a candidate comes in via loss_fn=)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    beta: float = 0.1                     # paper: 0.1
+    learning_rate: float = 5e-7           # paper: 5e-7 (7B model)
+    lr_scheduler: str = "cosine"          # paper: cosine with warm-up
+    warmup: float = 0.1                   # fraction of steps if < 1, else a number of steps
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 4  # paper: effective batch 32
+    seed_epochs: float = 3.0              # paper: 3 epochs on the seed
+    iteration_epochs: float = 1.0         # paper: 1 epoch per iteration
+    include_seed: bool = True             # replay the gold seed every iteration (tinylm default too)
+    device: str = "auto"                  # auto | cpu | cuda
+    bf16: bool = False
+    logging_steps: int = 10
+
+
+@dataclass
+class SPAHFConfig:
+    """Everything one SPA run over an HF causal LM needs."""
+
+    tier: str = "hf"
+    model: str = ""                       # pi_init (the SFT model): local directory or hub id
+    data: HFDataConfig = field(default_factory=HFDataConfig)
+    sampling: HFSamplingConfig = field(default_factory=HFSamplingConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    compare_judges: list[str] = field(default_factory=list)   # extra judges whose agreement with
+                                          # the SPA label is logged per iteration (reward_model, llm)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    train: HFTrainConfig = field(default_factory=HFTrainConfig)
+    seed: int = 0
+    out_dir: str | None = None            # pairs.jsonl (TRL) + stages.json (+ policies) go here
+    save_policies: bool = False           # save pi_0..pi_T under out_dir/policy_<i> (auditing)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.data.prompts_per_iteration)
+
+    def judge_beta(self) -> float:
+        return self.train.beta if self.judge.beta is None else self.judge.beta
+
+
+def spa_hf_config_from_dict(data: dict[str, Any] | None) -> SPAHFConfig:
+    cfg = _build(SPAHFConfig, data or {}, "")
+    if cfg.tier != "hf":
+        raise ValueError(f"tier: {cfg.tier!r}; this config type is for tier: hf")
+    for kind in (cfg.judge.kind, *cfg.compare_judges):
+        if kind not in HF_JUDGES:
+            raise ValueError(f"judge {kind!r} is not available on the hf tier; use one of {', '.join(HF_JUDGES)}")
+    if "reward_model" in (cfg.judge.kind, *cfg.compare_judges) and not cfg.judge.reward_model:
+        raise ValueError("judge.reward_model: give the path of a reward-model checkpoint")
+    if any(n < 1 for n in cfg.data.prompts_per_iteration):
+        raise ValueError("data.prompts_per_iteration entries must be >= 1")
+    if cfg.data.seed_pairs is not None and cfg.data.seed_pairs < 2:
+        raise ValueError("data.seed_pairs must be >= 2")
+    if not 0.0 < cfg.data.seed_fraction < 1.0:
+        raise ValueError("data.seed_fraction must be in (0, 1)")
+    if not 0.0 <= cfg.refinement.alpha <= 0.5:
+        raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
+    if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
+        raise ValueError("refinement.noise_fraction must be in [0, 1)")
+    if cfg.sampling.temperature <= 0 or not 0 < cfg.sampling.top_p <= 1:
+        raise ValueError("sampling.temperature must be > 0 and sampling.top_p in (0, 1]")
+    return cfg
+
+
+def load_spa_yaml(path: str | Path) -> SPAConfig | SPAHFConfig:
+    """An SPA config of either tier: ``tier: hf`` -> SPAHFConfig, absent/``tinylm`` -> SPAConfig."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"SPA config {path} not found; see configs/spa.yaml or configs/spa_hf.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    tier = data.get("tier", "tinylm")
+    if tier == "hf":
+        return spa_hf_config_from_dict(data)
+    if tier != "tinylm":
+        raise ValueError(f"{path}: tier must be tinylm or hf, got {tier!r}")
+    return spa_config_from_dict({k: v for k, v in data.items() if k != "tier"})
+
+
+def dump_spa_hf_config(cfg: SPAHFConfig) -> str:
+    """The fully resolved config as YAML (every default spelled out)."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
