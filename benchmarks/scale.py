@@ -3,8 +3,8 @@
     python benchmarks/scale.py                       # quickstart suites, 16 candidates per setup
     python benchmarks/scale.py --candidates 8 --setups local:1,local:2,ray:2 --json
 
-Each setup runs the same quickstart campaign (same seed, so the same candidates) through its own
-executor and reports:
+Each setup runs the same quickstart campaign (same seed, so the same candidates; no final held-out
+step) through its own executor and reports:
   * start_s         -- executor start-up (Ray: includes starting the local Ray cluster);
   * cand_per_min    -- proposals per minute of campaign wall time (baselines' evaluation included);
   * roundtrip_ms    -- median driver-side latency of a trivial sandboxed job (executor + sandbox IPC;
@@ -77,6 +77,7 @@ def run_setup(kind: str, workers: int, candidates: int, root: Path) -> dict:
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")  # suite paths resolved against the YAML
     cfg.workers = workers
     cfg.budget.max_candidates = candidates
+    cfg.cascade.heldout_top_k = 0  # throughput of the discovery loop; the one-off held-out step would skew it
     start = time.perf_counter()
     ex = make_executor(kind, num_workers=workers)
     start_s = time.perf_counter() - start

@@ -93,10 +93,11 @@ class Campaign:
         self.db = ProgramDatabase(config.database.url or f"sqlite:///{self.out_dir / DB_FILE}")
         self.log = CampaignLog(self.out_dir / LOG_FILE)
         self._own_pool = pool is None
-        if pool is None:
-            from discovery.sandbox import SandboxPool
+        if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
+            from discovery.executors import make_executor
 
-            pool = SandboxPool(size=config.workers)
+            pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
+                                 num_gpus_per_worker=config.num_gpus_per_worker)
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer)
         cascade_cfg = config.cascade

@@ -65,7 +65,9 @@ class ProposerConfig:
 
 @dataclass
 class DatabaseConfig:
-    url: str | None = None  # None: sqlite:///<campaign dir>/campaign.db; a postgresql:// URL works too
+    # None: sqlite:///<campaign dir>/campaign.db. A PostgreSQL URL (postgresql+psycopg://user@host:5432/db,
+    # `pip install prefdisco[postgres]`) lets several drivers, `prefdisco tune` and dashboards share one archive.
+    url: str | None = None
     islands: int = 2
     migration_interval: int = 4  # generations between ring migrations of each island's best
     selection_lambda: float = 1.0  # sharpness of sigmoid((score - median) / MAD) in parent choice
@@ -105,7 +107,10 @@ class CampaignConfig:
     baselines: list[str] = field(default_factory=lambda: ["dpo", "ipo", "hinge", "lrml"])
     generation_size: int = 4  # proposals per generation
     pipeline_lag: int = 1  # generation g sees the archive up to g-1-lag: evaluate while proposing
-    workers: int = 2  # sandboxed evaluation workers
+    workers: int = 2  # sandboxed evaluation workers (local processes, or Ray actors)
+    executor: str = "local"  # where evaluations run: "local" (this machine's sandbox pool) or "ray"
+    ray_address: str | None = None  # executor ray: None starts a local cluster; "auto" / "ray://host:10001" joins one
+    num_gpus_per_worker: float = 0.0  # ray: each actor's num_gpus; local: > 0 means one worker per visible GPU
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
@@ -154,6 +159,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 
 def config_from_dict(data: dict[str, Any] | None) -> CampaignConfig:
     cfg = _build(CampaignConfig, data or {}, "")
+    if cfg.executor not in ("local", "ray"):
+        raise UserError(f"executor: {cfg.executor!r} is not one of 'local', 'ray'")
     if cfg.proposer.kind not in ("mutation", "llm"):
         raise UserError(f"proposer.kind: {cfg.proposer.kind!r} is not one of 'mutation', 'llm'")
     if cfg.generation_size < 1 or cfg.workers < 1:

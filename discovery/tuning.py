@@ -337,7 +337,8 @@ class Tuner:
             result.heldout_params = dict(result.params)
         if result.untuned_heldout is None:
             if previous and previous.untuned_heldout is not None:
-                result.untuned_heldout, result.untuned_heldout_se = previous.untuned_heldout, previous.untuned_heldout_se
+                result.untuned_heldout = previous.untuned_heldout
+                result.untuned_heldout_se = previous.untuned_heldout_se
             else:
                 res = self._job(target, self.heldout_suite, result.defaults,
                                 seeds=self.heldout_seeds, seed_index=None)

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(3, "--top", help="Discovered finalists to tune (best untuned fitness first)."),
         trials: int = typer.Option(20, "--trials", help="Optuna trials per loss (the same for every loss)."),
         baselines: str = typer.Option("all", "--baselines",
-                                      help="Baselines to tune: 'all' campaign baselines or a comma list (dpo is always in)."),
+                                      help="'all' campaign baselines, or a comma list (dpo is always in)."),
         heldout: bool = typer.Option(True, "--heldout/--no-heldout", help="Held-out suite at the tuned settings."),
         pruning: bool = typer.Option(True, "--pruning/--no-pruning", help="Median pruning on per-seed means."),
         seed: int = typer.Option(0, "--seed", help="Sampler seed."),

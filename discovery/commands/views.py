@@ -13,20 +13,26 @@ from discovery.errors import UserError
 LEADERBOARD_FIELDS = ("id", "name", "status", "failure_class", "fitness", "fitness_se", "screen_fitness",
                       "heldout", "heldout_se", "proposer", "parent_ids", "generation", "island", "origin",
                       "duplicate_of")
+TUNED_FIELDS = ("tuned_fitness", "tuned_fitness_se", "tuned_heldout", "tuned_heldout_se")  # from `prefdisco tune`
 
 
 def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
     from discovery.database import open_campaign_database
 
+    from discovery.tuning_results import load_tuned_results
+
     db = open_campaign_database(campaign_dir)
     try:
         rows = db.leaderboard()
+        tuned = load_tuned_results(db.url)  # {} until `prefdisco tune` has run
     finally:
         db.close()
     out = []
     for r in rows:
         item = {k: r[k] for k in LEADERBOARD_FIELDS}
         item["parents"] = item.pop("parent_ids")
+        t = tuned.get(r["id"]) or {}
+        item.update({k: t.get(k) for k in TUNED_FIELDS}, tuned_params=t.get("params"))
         out.append(item)
     return out
 
@@ -35,6 +41,19 @@ def _num(x: Any, se: Any = None) -> str:
     if x is None:
         return "—"
     return f"{x:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def _print_tuning_claim(campaign_dir: Path) -> None:
+    """The winner's claim against tuned DPO, as `prefdisco tune` stored it."""
+    from discovery.database import open_campaign_database
+
+    db = open_campaign_database(campaign_dir)
+    try:
+        claim = db.get_meta("tuning_claim")
+    finally:
+        db.close()
+    if claim:
+        typer.echo(f"tuned (prefdisco tune): {claim['text']}")
 
 
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
@@ -67,17 +86,24 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title=f"leaderboard — {campaign_dir}")
         widths = {"name": 30, "proposer": 14, "parents": 22}
-        for col in ("rank", "id", "name", "status", "fitness", "held-out", "proposer", "parents"):
+        tuned = any(r["tuned_fitness"] is not None for r in rows)  # columns appear after `prefdisco tune`
+        cols = ("rank", "id", "name", "status", "fitness", "held-out") + (
+            ("tuned", "tuned held-out") if tuned else ()) + ("proposer", "parents")
+        for col in cols:
             table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col))
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
+            extra = (_num(r["tuned_fitness"], r["tuned_fitness_se"]), _num(r["tuned_heldout"], r["tuned_heldout_se"]))
             table.add_row(str(i), r["id"], r["name"], status, _num(r["fitness"], r["fitness_se"]),
-                          _num(r["heldout"], r["heldout_se"]), r["proposer"], ",".join(r["parents"]), style=style)
+                          _num(r["heldout"], r["heldout_se"]), *(extra if tuned else ()), r["proposer"],
+                          ",".join(r["parents"]), style=style)
         console = Console()
         if not console.is_terminal:
             console = Console(width=140)  # piped output: do not squeeze to 80 columns
         console.print(table)
+        if tuned:
+            _print_tuning_claim(campaign_dir)
 
     @app.command("show")
     def show(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+
+from evaluators.typed_config import read_yaml_file
 
 SCALES = ("pairwise", "ranking", "likert", "text")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -118,11 +119,6 @@ def spec_from_dict(raw: dict[str, Any]) -> ProjectSpec:
 
 
 def load_spec(path: str | Path) -> ProjectSpec:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"project spec {p} not found; pass a YAML file (see configs/annotation/)")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{p} is not valid YAML: {exc}") from None
+    raw = read_yaml_file(path, what="project spec", example="configs/annotation/example_project.yaml",
+                         error=SpecError)
     return spec_from_dict(raw)

@@ -9,13 +9,13 @@ Unknown keys are errors: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from evaluators.typed_config import build_dataclass, read_yaml_file
 
 JUDGES = ("implicit", "gold", "reward_model", "llm")
 
@@ -135,39 +135,7 @@ class SPAConfig:
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or 'spa config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where or 'spa config'}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _coerce([a for a in args if a is not type(None)][0], value, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{path}: expected a list")
-        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping")
-        return dict(value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"{path}: expected {hint.__name__}, got {value!r}")
-    return value
+    return build_dataclass(cls, data, where, ValueError)
 
 
 def spa_config_from_dict(data: dict[str, Any] | None) -> SPAConfig:
@@ -188,14 +156,7 @@ def spa_config_from_dict(data: dict[str, Any] | None) -> SPAConfig:
 
 
 def load_spa_config(path: str | Path) -> SPAConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"SPA config {path} not found; see configs/spa.yaml for an example")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return spa_config_from_dict(data)
+    return spa_config_from_dict(read_yaml_file(path, what="SPA config", example="configs/spa.yaml"))
 
 
 def spa_config_to_dict(cfg: SPAConfig) -> dict[str, Any]:

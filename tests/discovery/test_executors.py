@@ -13,7 +13,8 @@ from discovery.errors import UserError
 from test_campaign import archive
 from tiny_campaign import SUITES, run_tiny_campaign
 
-DPO_LIKE = ("def f(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n"
+DPO_LIKE = ("def f(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,\n"
+            "      reference_rejected_logps, beta):\n"
             "    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))\n")
 
 
@@ -77,17 +78,34 @@ def local_ray():
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_campaign_gives_the_same_archive_as_local(local_ray, tmp_path):
-    run_tiny_campaign(tmp_path / "local")  # executor: local (the config's default)
+    run_tiny_campaign(tmp_path / "local")  # executor: local (the default)
+    run_tiny_campaign(tmp_path / "ray", executor="ray")  # only the executor line differs
+    local, remote = archive(tmp_path / "local"), archive(tmp_path / "ray")
+    assert local == remote
+    assert sum(r[8] == "evaluated" for r in local) >= 4  # real evaluations happened (3 baselines + children)
+    assert "executor: ray" in (tmp_path / "ray" / "config.resolved.yaml").read_text()  # resumes on Ray too
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ray_workers_are_sandboxed_and_replaced_when_lost(local_ray):
     with make_executor("ray", num_workers=2) as ex:
         hosts = ex.placement
         assert len(hosts) == 2 and len({h["pid"] for h in hosts}) == 2  # two actors, own sandbox pools
-        run_tiny_campaign(tmp_path / "ray", pool=ex)
+        assert ex.probe(DPO_LIKE).ok
         # candidate code is still validated and sandboxed on the Ray side
         assert ex.probe("import os\n" + DPO_LIKE).failure_class == "unsafe"
         # a lost actor (dead node) is replaced and the request retried, not failed
         slot = ex.slots[0]
         local_ray.kill(slot.actor)
         assert slot.run(EvaluationRequest.probe(DPO_LIKE)).ok
-    local, remote = archive(tmp_path / "local"), archive(tmp_path / "ray")
-    assert local == remote
-    assert sum(r[8] == "evaluated" for r in local) >= 4  # real evaluations happened (3 baselines + children)
+
+
+def test_campaign_config_names_its_executor():
+    from discovery.config import config_from_dict
+
+    cfg = config_from_dict({"executor": "ray", "ray_address": "auto", "num_gpus_per_worker": 1})
+    assert (cfg.executor, cfg.ray_address, cfg.num_gpus_per_worker) == ("ray", "auto", 1.0)
+    assert config_from_dict({}).executor == "local"
+    with pytest.raises(UserError, match="executor"):
+        config_from_dict({"executor": "slurm"})

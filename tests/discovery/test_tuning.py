@@ -28,7 +28,8 @@ def test_keyword_hyperparameters_are_read_not_run():
             "         w=float('nan')):\n"
             "    raise SystemExit('never executed')\n")
     assert keyword_hyperparameters(code) == {"tau": 0.05, "k": 3, "gamma": -0.5}
-    plain = "def f(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n    return 0\n"
+    plain = ("def f(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,\n"
+             "      reference_rejected_logps, beta):\n    return 0\n")
     assert keyword_hyperparameters(plain) == {}
 
 
@@ -94,7 +95,8 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
     import optuna
     from optuna.trial import TrialState
 
-    Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    Retry = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+             or optuna.storages.RetryFailedTrialCallback)
 
     out = tmp_path / "campaign"
     shutil.copytree(tiny_campaign, out)
@@ -136,3 +138,15 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
     stored = load_tuned_results(f"sqlite:///{out / 'campaign.db'}")
     assert set(stored) == {r["candidate_id"] for r in report["results"]}
     assert stored[dpo["candidate_id"]]["tuned_fitness"] == dpo["tuned_fitness"]
+    # the leaderboard shows tuned next to untuned scores
+    from typer.testing import CliRunner
+
+    from discovery.cli import app
+
+    board = CliRunner().invoke(app, ["leaderboard", str(out), "--json"])
+    assert board.exit_code == 0, board.output
+    rows = {r["id"]: r for r in json.loads(board.output)}
+    assert rows[dpo["candidate_id"]]["tuned_fitness"] == dpo["tuned_fitness"]
+    assert rows[dpo["candidate_id"]]["fitness"] == dpo["untuned_fitness"]
+    text = CliRunner().invoke(app, ["leaderboard", str(out)]).output
+    assert "tuned" in text and "tuned DPO" in text
