@@ -8,7 +8,6 @@ that a campaign directory keeps, so `prefdisco run --resume DIR` needs nothing b
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from discovery.errors import UserError
+from evaluators.typed_config import build_dataclass, read_yaml_file
 
 
 @dataclass
@@ -118,43 +118,7 @@ class CampaignConfig:
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    """Recursively turn plain YAML data into dataclass `cls`, rejecting unknown keys."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise UserError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        path = f"{where}.{key}" if where else key
-        kwargs[key] = _coerce(hint, value, path)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(inner, value, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"{path}: expected a list")
-        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise UserError(f"{path}: expected {hint.__name__}, got {value!r}")
-    return value
+    return build_dataclass(cls, data, where, UserError)
 
 
 def config_from_dict(data: dict[str, Any] | None) -> CampaignConfig:
@@ -171,14 +135,8 @@ def config_from_dict(data: dict[str, Any] | None) -> CampaignConfig:
 
 
 def load_config(path: str | Path) -> CampaignConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} not found; pass a YAML file such as configs/quickstart.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return resolve_paths(config_from_dict(data), path.parent)  # suite files relative to the YAML
+    data = read_yaml_file(path, what="config file", example="configs/quickstart.yaml", error=UserError)
+    return resolve_paths(config_from_dict(data), Path(path).parent)  # suite files relative to the YAML
 
 
 def config_to_dict(cfg: CampaignConfig) -> dict[str, Any]:

@@ -176,6 +176,8 @@ class CampaignReport:
     fitness_plot: str
     stage_seconds: dict[str, float]
     generated_at: str
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # candidate id -> `prefdisco tune` result
+    tuning_claim: dict[str, Any] | None = None  # the winner's claim against tuned DPO
 
 
 def _runs(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -259,10 +261,14 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
     from discovery import report_plots as plots
 
     directory = Path(campaign_dir)
+    from discovery.tuning_results import load_tuned_results
+
     db = open_campaign_database(directory)
     try:
         rows = db.all()
         stage_results = read_stage_results(db)
+        tuned = load_tuned_results(db.url)  # {} until `prefdisco tune` has run
+        tuning_claim = db.get_meta("tuning_claim") if tuned else None
     finally:
         db.close()
     config = yaml.safe_load((directory / "config.resolved.yaml").read_text()) or {}
@@ -334,7 +340,7 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
         directory=str(directory), name=str(config.get("name") or directory.name), config=config, summary=summary,
         status_counts=status_counts, failure_counts=failure_counts, leaderboard=evaluated, others=others,
         pages=pages, dpo=dpo, fitness_plot=plots.fitness_over_time(rows, dpo), stage_seconds=dict(stage_seconds),
-        generated_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        generated_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), tuned=tuned, tuning_claim=tuning_claim)
 
 
 # ---- rendering ----------------------------------------------------------------------------------

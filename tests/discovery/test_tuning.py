@@ -150,3 +150,9 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
     assert rows[dpo["candidate_id"]]["fitness"] == dpo["untuned_fitness"]
     text = CliRunner().invoke(app, ["leaderboard", str(out)]).output
     assert "tuned" in text and "tuned DPO" in text
+    # ... and so does the HTML report, with the claim made against tuned DPO
+    from discovery.report import write_report
+
+    html = Path(write_report(out).path).read_text()
+    assert "tuned ± s.e." in html and 'id="tuning-claim"' in html and "tuned DPO" in html
+    assert f"{dpo['tuned_fitness']:.4f}" in html
