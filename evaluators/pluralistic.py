@@ -18,7 +18,6 @@ The reference (SFT model, sampled pairs, eval prompts) is the tinylm tier's cach
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -28,12 +27,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from evaluators.lm import Vocab, build_model, response_logps, sample
+from evaluators.lm import Vocab, response_logps, sample
 from evaluators.metrics import win_rate
 from evaluators.reference import _autocast, load_or_build_reference
 from evaluators.results import RunResult
 from evaluators.suites import RunSpec
 from evaluators.tasks import TextTask, make_task
+from evaluators.tinylm import reference_and_policy
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import run_seed, train_preference
 
@@ -179,14 +179,7 @@ def run_pluralistic(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dic
     ref_rejected = torch.where(a_chosen, tr["ref_b"][idx], tr["ref_a"][idx]).to(device)
     prefix = tr["prefix"][idx].to(device)
 
-    reference = build_model(len(vocab), meta["n_positions"], cfg.model, 0)
-    reference.load_state_dict(bundle["model"])
-    reference.to(device).eval()
-    for p in reference.parameters():
-        p.requires_grad_(False)
-    policy = copy.deepcopy(reference)
-    for p in policy.parameters():
-        p.requires_grad_(True)
+    reference, policy = reference_and_policy(bundle, len(vocab), cfg, device)
 
     # 3. train with the candidate loss; the reducer sees the batch through the recorded indices
     state: dict[str, Any] = {"idx": None, "alpha": torch.full((len(names),), 1.0 / len(names))}

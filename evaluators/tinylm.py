@@ -37,6 +37,20 @@ def pick_device() -> str:
     return os.environ.get("PREFDISCO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def reference_and_policy(bundle: dict[str, Any], vocab_size: int, cfg: TinyLMConfig,
+                         device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The frozen SFT'd reference from a cached bundle, and a trainable policy initialised from it."""
+    reference = build_model(vocab_size, bundle["meta"]["n_positions"], cfg.model, 0)
+    reference.load_state_dict(bundle["model"])
+    reference.to(device).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    policy = copy.deepcopy(reference)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    return reference, policy
+
+
 def run_tinylm(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
                cache_dir: Path, device: str | None = None) -> RunResult:
     start = time.perf_counter()
@@ -47,14 +61,7 @@ def run_tinylm(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str
     ref_time = time.perf_counter() - start
     meta = bundle["meta"]
     vocab = Vocab(task.vocabulary())
-    reference = build_model(len(vocab), meta["n_positions"], cfg.model, 0)
-    reference.load_state_dict(bundle["model"])
-    reference.to(device).eval()
-    for p in reference.parameters():
-        p.requires_grad_(False)
-    policy = copy.deepcopy(reference)
-    for p in policy.parameters():
-        p.requires_grad_(True)
+    reference, policy = reference_and_policy(bundle, len(vocab), cfg, device)
 
     tr = {k: v.to(device) for k, v in bundle["train"].items()}
     labels = bradley_terry_labels(
