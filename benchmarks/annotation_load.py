@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from preference_data.annotation.demo import build_demo_project, free_port, random_answers  # noqa: E402
+from preference_data.annotation.demo import build_demo_project, random_answers, start_serve_process  # noqa: E402
 from preference_data.annotation.store import export_judgments  # noqa: E402
 
 
@@ -70,18 +69,8 @@ def main() -> None:
     url = f"sqlite:///{work}/load.db"
     demo = build_demo_project(url, work, n_items=args.items, n_annotators=args.annotators,
                               spec_overrides={"overlap": args.overlap}, n_responses=3)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "annotate", "serve", "--project",
-                             "demo", "--db", url, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve_process(url, "demo", timeout_s=30)
     try:
-        for _ in range(300):
-            try:
-                httpx.get(base, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         start, end, acked, refused = asyncio.run(drive(base, demo.annotator_tokens, args.seconds,
                                                        args.think_ms / 1000))
     finally:

@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-def _finite_or_none(x: Any) -> Any:
+def finite_or_none(x: Any) -> Any:
+    """``x`` with every non-finite float (at any depth of dicts/lists) replaced by ``None``: valid JSON."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
+        return {k: finite_or_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_or_none(v) for v in x]
+        return [finite_or_none(v) for v in x]
     return x
 
 
@@ -56,7 +57,7 @@ class RunResult:
         return bool(set(self.flags) & FAILURE_FLAGS)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_or_none(asdict(self))
+        return finite_or_none(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
@@ -83,7 +84,7 @@ class SuiteResult:
     per_task: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_or_none({
+        return finite_or_none({
             "loss": self.loss,
             "suite": self.suite,
             "fitness": self.fitness,

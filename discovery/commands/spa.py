@@ -55,17 +55,13 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             cfg.out_dir = str(out)
         if loss is not None:
-            from candidate_losses import list_losses
-
-            names = {s.name for s in list_losses()}
-            if loss.lower() not in names:
-                raise UserError(f"unknown loss {loss!r}; registered: {', '.join(sorted(names))}")
-            cfg.train.loss = loss.lower()
+            cfg.train.loss = _check_loss(loss)
         if print_config:
             typer.echo(dump_spa_config(cfg), nl=False)
             return
 
-        from preference_data.spa.pipeline import _json_safe, run_spa
+        from evaluators.results import finite_or_none
+        from preference_data.spa.pipeline import run_spa
 
         def show(stage: Any) -> None:
             if as_json:
@@ -85,7 +81,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         if as_json:
-            typer.echo(json.dumps(_json_safe(result.to_dict()), indent=2))
+            typer.echo(json.dumps(finite_or_none(result.to_dict()), indent=2))
         else:
             typer.echo(f"pi_init gold reward {_fmt(result.reference_reward)}; "
                        f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))
@@ -118,7 +114,7 @@ def _run_hf(cfg: Any, *, as_json: bool, out: Path | None, seed: int | None, loss
         typer.echo(dump_spa_hf_config(cfg), nl=False)
         return
     from preference_data.spa.hf import run_spa_hf
-    from preference_data.spa.pipeline import _json_safe
+    from evaluators.results import finite_or_none
 
     def show(stage: Any) -> None:
         if as_json:
@@ -137,6 +133,6 @@ def _run_hf(cfg: Any, *, as_json: bool, out: Path | None, seed: int | None, loss
     except (ValueError, OSError) as exc:
         raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if as_json:
-        typer.echo(json.dumps(_json_safe(result.to_dict()), indent=2))
+        typer.echo(json.dumps(finite_or_none(result.to_dict()), indent=2))
     else:
         typer.echo(f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))

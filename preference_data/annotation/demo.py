@@ -127,3 +127,35 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def start_serve_process(db_url: str, project: str, *, stderr: Any = None,
+                        timeout_s: float = 60.0) -> tuple[Any, str]:
+    """`prefdisco annotate serve` in a child process (so it can be SIGKILLed), once it answers.
+
+    Returns (Popen, base URL). ``stderr`` is passed to Popen (default: discarded); when the server
+    exits before answering, the error names its stderr when that was piped.
+    """
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "annotate", "serve", "--project", project,
+                             "--db", db_url, "--port", str(port)], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if stderr is None else stderr)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(base, timeout=1)
+            return proc, base
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                detail = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"annotation server exited with {proc.returncode}: {detail[-2000:]}") from None
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("annotation server did not start") from None
+            time.sleep(0.1)

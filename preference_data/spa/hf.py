@@ -374,10 +374,7 @@ def run_spa_hf(config: SPAHFConfig | dict[str, Any], loss_fn: Callable[..., Any]
             on_stage(record)
     result = SPAHFResult(stages=stages, store=store, config=asdict(cfg), wall_time_s=time.perf_counter() - start)
     if cfg.out_dir:
-        from preference_data.spa.pipeline import _json_safe
+        from preference_data.spa.pipeline import save_result
 
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        store.save_trl_jsonl(out / "pairs.jsonl")
-        (out / "stages.json").write_text(json.dumps(_json_safe(result.to_dict()), indent=2))
+        save_result(result, cfg.out_dir)
     return result

@@ -329,24 +329,17 @@ def run_spa(cfg: SPAConfig, loss_fn: Callable[..., Any] | None = None, *,
     return result
 
 
-def save_result(result: SPAResult, out_dir: str | Path) -> None:
-    """``pairs.jsonl`` (TRL format, every pair) and ``stages.json`` (per-stage metrics)."""
+def save_result(result: Any, out_dir: str | Path) -> None:
+    """``pairs.jsonl`` (TRL format, every pair) and ``stages.json`` (per-stage metrics) of an SPA
+    result on any tier (``SPAResult`` or ``spa.hf.SPAHFResult``: both have ``store`` and ``to_dict``)."""
     import json
+
+    from evaluators.results import finite_or_none
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.store.save_trl_jsonl(out / "pairs.jsonl")
-    (out / "stages.json").write_text(json.dumps(_json_safe(result.to_dict()), indent=2))
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
+    (out / "stages.json").write_text(json.dumps(finite_or_none(result.to_dict()), indent=2))
 
 
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from evaluators.results import finite_or_none
+
 
 @dataclass
 class LabelledPair:
@@ -46,7 +48,7 @@ class LabelledPair:
                if f.name not in ("prompt", "chosen", "rejected")}
         return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected,
                 "weight": 1.0, "group": None, "dimension": None,
-                "provenance": {"source": "spa", **_json_safe(spa)}}
+                "provenance": {"source": "spa", **finite_or_none(spa)}}
 
     @classmethod
     def from_trl(cls, row: dict[str, Any]) -> "LabelledPair":
@@ -56,14 +58,6 @@ class LabelledPair:
         names = {f.name for f in fields(cls)}
         return cls(prompt=row["prompt"], chosen=row["chosen"], rejected=row["rejected"],
                    **{k: v for k, v in prov.items() if k in names})
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
 
 
 class PairStore:

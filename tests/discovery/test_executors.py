@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from discovery.executors import EvaluationRequest, SlotExecutor, make_executor
 from discovery.errors import UserError
 from test_campaign import archive
-from tiny_campaign import SUITES, run_tiny_campaign
+from tiny_campaign import run_tiny_campaign
 
 DPO_LIKE = ("def f(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,\n"
             "      reference_rejected_logps, beta):\n"

@@ -40,7 +40,6 @@ GATED_LOSS = '''def gated_blend(policy_chosen_logps, policy_rejected_logps, refe
     gate = torch.sigmoid(z / tau)
     return -F.logsigmoid(z) * (1 - gate) + torch.exp(-z) * gate
 '''
-TESTS_DIR = Path(__file__).resolve().parents[1]
 
 METADATA = {"campaign": "/runs/demo", "candidate_id": "g003-s01", "status": "evaluated",
             "fitness": 0.81, "fitness_se": 0.02, "loss_kwargs": {"tau": 0.5}, "thought": "gate it"}
@@ -295,7 +294,8 @@ def _train(trainer_cls, model_dir, ref_dir, pairs, tmp_path, **trainer_kwargs):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    tiny_hf = _import_file(TESTS_DIR / "tiny_hf.py", "tiny_hf")
+    from tests import tiny_hf
+
     build_tiny_gpt2, review_pairs = tiny_hf.build_tiny_gpt2, tiny_hf.review_pairs
     root = tmp_path_factory.mktemp("tiny")
     # A reference that differs from the policy's init, so every step has non-zero log-ratios.

@@ -8,32 +8,16 @@ dir (word-level tokenizer trained offline) on a tiny local JSONL file.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from evaluators.hf import HFTierConfig, hf_job, load_preference_dataset
 from evaluators.judges import JudgeConfig, PairwiseJudge, parse_verdict
+from tests import tiny_hf
+from tests.discovery import openai_test_server as double
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    """Import a tests/ helper by path (tests/ has no packages; never put it on sys.path)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-double = _load("openai_test_server", TESTS_DIR / "discovery" / "openai_test_server.py")
-tiny_hf = _load("tiny_hf", TESTS_DIR / "tiny_hf.py")
 
 
 def _responses(request: dict) -> tuple[str, str]:

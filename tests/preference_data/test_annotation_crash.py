@@ -7,7 +7,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,10 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from preference_data.annotation.demo import build_demo_project, free_port, random_answers
+from preference_data.annotation.demo import build_demo_project, random_answers, start_serve_process
 from preference_data.annotation.store import export_judgments
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -26,21 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sigkill_mid_session_loses_no_submitted_judgment(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/a.db"
     demo = build_demo_project(url, tmp_path, n_items=40, n_annotators=6, n_responses=2)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "annotate", "serve", "--project",
-                             "demo", "--db", url, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve_process(url, "demo", stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base, timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
         acked: set[str] = set()
         lock = threading.Lock()
         stop = threading.Event()

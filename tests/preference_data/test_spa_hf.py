@@ -3,32 +3,20 @@ on a tiny random-init GPT-2 (saved to tmp) with a tiny local JSONL dataset, offl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests import tiny_hf
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
 
-
-def _load(name: str, path: Path):
-    """Import a tests/ helper by path (tests/ has no packages)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tiny_hf = _load("tiny_hf", TESTS_DIR / "tiny_hf.py")
 
 
 def _logp(model, tokenizer, prompt: str, completion: str) -> float:
