@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from discovery.commands.views import format_score
 from discovery.errors import UserError
 
 
@@ -25,12 +26,6 @@ def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
     cfg = yaml.safe_load(path.read_text()) or {}
     return {"kind": cfg.get("executor") or "local", "num_workers": int(cfg.get("workers") or 2),
             "ray_address": cfg.get("ray_address"), "num_gpus_per_worker": float(cfg.get("num_gpus_per_worker") or 0)}
-
-
-def _fmt(x: Any, se: Any = None) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
 def register(app: typer.Typer) -> None:
@@ -88,10 +83,10 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, overflow="fold")
         for r in out["results"]:
             params = ", ".join(f"{k}={v:.3g}" for k, v in sorted(r["params"].items()))
-            table.add_row(r["candidate_id"], r["name"], _fmt(r["untuned_fitness"], r["untuned_fitness_se"]),
-                          _fmt(r["tuned_fitness"], r["tuned_fitness_se"]),
-                          _fmt(r["untuned_heldout"], r["untuned_heldout_se"]),
-                          _fmt(r["tuned_heldout"], r["tuned_heldout_se"]), params,
+            table.add_row(r["candidate_id"], r["name"], format_score(r["untuned_fitness"], r["untuned_fitness_se"]),
+                          format_score(r["tuned_fitness"], r["tuned_fitness_se"]),
+                          format_score(r["untuned_heldout"], r["untuned_heldout_se"]),
+                          format_score(r["tuned_heldout"], r["tuned_heldout_se"]), params,
                           f"{r['trials_complete']}/{r['trials_pruned']}/{r['trials_failed']}")
         Console().print(table)
         typer.echo("beta/lr are in the fitness suite's units: a trial scales every beta of the sweep and every "

@@ -37,7 +37,8 @@ def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _num(x: Any, se: Any = None) -> str:
+def format_score(x: Any, se: Any = None) -> str:
+    """A score with its standard error for terminal tables ("—" when not computed)."""
     if x is None:
         return "—"
     return f"{x:.4f}" + (f" ± {se:.4f}" if se is not None else "")
@@ -94,9 +95,9 @@ def register(app: typer.Typer) -> None:
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
-            extra = (_num(r["tuned_fitness"], r["tuned_fitness_se"]), _num(r["tuned_heldout"], r["tuned_heldout_se"]))
-            table.add_row(str(i), r["id"], r["name"], status, _num(r["fitness"], r["fitness_se"]),
-                          _num(r["heldout"], r["heldout_se"]), *(extra if tuned else ()), r["proposer"],
+            extra = (format_score(r["tuned_fitness"], r["tuned_fitness_se"]), format_score(r["tuned_heldout"], r["tuned_heldout_se"]))
+            table.add_row(str(i), r["id"], r["name"], status, format_score(r["fitness"], r["fitness_se"]),
+                          format_score(r["heldout"], r["heldout_se"]), *(extra if tuned else ()), r["proposer"],
                           ",".join(r["parents"]), style=style)
         console = Console()
         if not console.is_terminal:
@@ -126,12 +127,12 @@ def register(app: typer.Typer) -> None:
                     "generation", "island"):
             if row.get(key) not in (None, "", []):
                 table.add_row(key, str(row[key]))
-        table.add_row("screen", _num(row["screen_fitness"]))
-        table.add_row("fitness", _num(row["fitness"], row["fitness_se"]))
-        table.add_row("held-out", _num(row["heldout"], row["heldout_se"]))
+        table.add_row("screen", format_score(row["screen_fitness"]))
+        table.add_row("fitness", format_score(row["fitness"], row["fitness_se"]))
+        table.add_row("held-out", format_score(row["heldout"], row["heldout_se"]))
         per_task = ((row["metrics"].get("fitness") or {}).get("per_task") or {})
         if per_task:
-            table.add_row("per task", ", ".join(f"{k}={_num(v)}" for k, v in sorted(per_task.items())))
+            table.add_row("per task", ", ".join(f"{k}={format_score(v)}" for k, v in sorted(per_task.items())))
         if row.get("behaviour"):
             table.add_row("behaviour", row["behaviour"])
         if row.get("thought"):
@@ -164,12 +165,12 @@ def register(app: typer.Typer) -> None:
         table.add_row("status", a["status"], b["status"], "")
         for label, key, se in (("screen", "screen_fitness", None), ("fitness", "fitness", "fitness_se"),
                                ("held-out", "heldout", "heldout_se")):
-            table.add_row(label, _num(a[key], a.get(se) if se else None), _num(b[key], b.get(se) if se else None),
+            table.add_row(label, format_score(a[key], a.get(se) if se else None), format_score(b[key], b.get(se) if se else None),
                           diff(a[key], b[key]))
         ta = (a["metrics"].get("fitness") or {}).get("per_task") or {}
         tb = (b["metrics"].get("fitness") or {}).get("per_task") or {}
         for task in sorted(set(ta) | set(tb)):
-            table.add_row(f"  {task}", _num(ta.get(task)), _num(tb.get(task)), diff(ta.get(task), tb.get(task)))
+            table.add_row(f"  {task}", format_score(ta.get(task)), format_score(tb.get(task)), diff(ta.get(task), tb.get(task)))
         console = Console()
         console.print(table)
         console.print(Columns([Panel(Syntax(r["code"] or "", "python"), title=r["id"]) for r in (a, b)]))
