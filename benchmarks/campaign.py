@@ -26,8 +26,8 @@ def measure(campaign_dir: Path) -> dict:
     import sqlalchemy as sa
     import yaml
 
-    from discovery.database import open_campaign_database
-    from discovery.progress import read_log
+    from discovery.archive.database import open_campaign_database
+    from discovery.search.progress import read_log
 
     cfg = yaml.safe_load((campaign_dir / "config.resolved.yaml").read_text())
     workers = int(cfg.get("workers", 1))
@@ -90,9 +90,9 @@ def main() -> None:
     args = ap.parse_args()
     campaign_dir = args.dir
     if campaign_dir is None:
-        from discovery.campaign import Campaign
+        from discovery.search.campaign import Campaign
         from discovery.config import load_config
-        from discovery.progress import ProgressView
+        from discovery.search.progress import ProgressView
 
         cfg = load_config(args.config)
         if args.max_candidates is not None:

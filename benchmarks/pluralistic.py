@@ -48,7 +48,7 @@ def main() -> None:
 
     from candidate_losses import get_loss
     from evaluators import load_suite
-    from evaluators.pluralistic import run_pluralistic
+    from preference_data.pluralistic import run_pluralistic
     from evaluators.reference import default_cache_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from discovery.campaign import Campaign
+from discovery.search.campaign import Campaign
 from discovery.config import config_from_dict
-from discovery.progress import ProgressView
-from discovery.report import write_report
+from discovery.search.progress import ProgressView
+from discovery.review.report import write_report
 
 SUITES = Path(__file__).resolve().parents[1] / "tests" / "discovery" / "suites"
 

@@ -55,7 +55,7 @@ def sandbox_work(out: Path) -> tuple[float, float]:
     """(sandbox requests per archive row, summed seconds of all sandbox stages) of a campaign."""
     import sqlalchemy as sa
 
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
     db = open_campaign_database(out)
     try:
@@ -69,10 +69,10 @@ def sandbox_work(out: Path) -> tuple[float, float]:
 
 
 def run_setup(kind: str, workers: int, candidates: int, root: Path) -> dict:
-    from discovery.campaign import Campaign
+    from discovery.search.campaign import Campaign
     from discovery.config import load_config
     from discovery.executors import make_executor
-    from discovery.progress import ProgressView
+    from discovery.search.progress import ProgressView
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")  # suite paths resolved against the YAML
     cfg.workers = workers

@@ -19,7 +19,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 TIER_RUNNERS: dict[str, str] = {
     "bandit": "evaluators.bandit:run_bandit",
     "tinylm": "evaluators.tinylm:run_tinylm",
-    "pluralistic": "evaluators.pluralistic:run_pluralistic",
+    "pluralistic": "preference_data.pluralistic:run_pluralistic",
     "spa": "preference_data.spa.tier:run_spa_tier",   # SPA loop (self-labelled data); issue 7
 }
 TIERS = tuple(TIER_RUNNERS)

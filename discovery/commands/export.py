@@ -5,7 +5,7 @@
     prefdisco export --loss dpo --to trl --out dpo_trl.py    # a registered loss, or --loss path/to/file.py
     prefdisco promote DIR ID                                 # into candidate_losses/discovered/
 
-The rendering lives in ``discovery.export`` (name, code, metadata in; files out); this module only
+The rendering lives in ``discovery.review.export`` (name, code, metadata in; files out); this module only
 finds the loss: a campaign candidate, a registered loss or a file.
 """
 
@@ -46,9 +46,9 @@ def _iso(timestamp: Any) -> Any:
 
 
 def candidate_from_campaign(campaign_dir: Path, candidate_id: str, name: str | None = None):
-    """Read one candidate through the program database and shape it for ``discovery.export``."""
-    from discovery.database import ProgramDatabase
-    from discovery.export import ExportableLoss, safe_identifier
+    """Read one candidate through the program database and shape it for ``discovery.review.export``."""
+    from discovery.archive.database import ProgramDatabase
+    from discovery.review.export import ExportableLoss, safe_identifier
 
     if not campaign_dir.is_dir():
         raise UserError(f"campaign directory {campaign_dir} not found")
@@ -87,7 +87,7 @@ def candidate_from_campaign(campaign_dir: Path, candidate_id: str, name: str | N
 
 def registry_loss(name_or_file: str, name: str | None = None, extra: dict[str, Any] | None = None):
     """A registered loss by name, or a .py file holding one contract function."""
-    from discovery.export import ExportableLoss, safe_identifier, strip_decorators
+    from discovery.review.export import ExportableLoss, safe_identifier, strip_decorators
 
     path = Path(name_or_file)
     if path.suffix == ".py":
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the written paths as JSON."),
     ) -> None:
         """Write a reviewed loss as standalone code: a TRL trainer module (+ test) or a plain function."""
-        from discovery.export import export_loss
+        from discovery.review.export import export_loss
 
         exportable = _resolve(campaign_dir, candidate_id, loss, name)
         _check_status(exportable, force)
@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         """Add a campaign's candidate to candidate_losses/discovered/ with its provenance (campaign, scores, date)."""
         from candidate_losses import list_losses
         from candidate_losses.registry import DISCOVERED_DIR
-        from discovery.export import promote_loss
+        from discovery.review.export import promote_loss
 
         exportable = candidate_from_campaign(campaign_dir, candidate_id, name=name)
         _check_status(exportable, force)

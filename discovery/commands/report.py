@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (for scripts)."),
     ) -> None:
         """Write a self-contained HTML report: summary, leaderboard, and every candidate's code, diff, lineage and plots."""
-        from discovery.report import write_report
+        from discovery.review.report import write_report
 
         if not campaign_dir.is_dir():
             raise UserError(f"{campaign_dir} is not a directory; pass a campaign directory made by `prefdisco run`")

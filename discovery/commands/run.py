@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
     ) -> None:
         """Run a discovery campaign to its budget (Ctrl-C stops cleanly; --resume continues)."""
-        from discovery.campaign import Campaign
+        from discovery.search.campaign import Campaign
         from discovery.config import dump_config, load_config
 
         if (config is None) == (resume is None):

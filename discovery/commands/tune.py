@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         (equal budget), then score them on the held-out suite; resumable (studies live in the
         campaign database). The winner's claim is made against tuned DPO."""
         from discovery.executors import make_executor
-        from discovery.tuning import Tuner, TuningConfig
+        from discovery.tuning.tuner import Tuner, TuningConfig
 
         if top < 0 or trials < 1 or heartbeat < 1:
             raise UserError("--top must be >= 0, --trials >= 1 and --heartbeat >= 1")

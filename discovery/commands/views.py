@@ -17,9 +17,9 @@ TUNED_FIELDS = ("tuned_fitness", "tuned_fitness_se", "tuned_heldout", "tuned_hel
 
 
 def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
-    from discovery.tuning_results import load_tuned_results
+    from discovery.tuning.results import load_tuned_results
 
     db = open_campaign_database(campaign_dir)
     try:
@@ -46,7 +46,7 @@ def format_score(x: Any, se: Any = None) -> str:
 
 def _print_tuning_claim(campaign_dir: Path) -> None:
     """The winner's claim against tuned DPO, as `prefdisco tune` stored it."""
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
     db = open_campaign_database(campaign_dir)
     try:
@@ -58,7 +58,7 @@ def _print_tuning_claim(campaign_dir: Path) -> None:
 
 
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
     db = open_campaign_database(campaign_dir)
     try:

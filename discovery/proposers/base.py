@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from discovery.prompting import ProposalContext, RepairContext
+from discovery.proposers.prompting import ProposalContext, RepairContext
 
 
 @dataclass

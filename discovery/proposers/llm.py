@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import openai
 
-from discovery.code_manipulation import extract_reply
+from discovery.proposers.reply import extract_reply
 from discovery.config import LLMConfig, ModelEndpoint
 from discovery.errors import UserError
-from discovery.prompting import ProposalContext, RepairContext, render_propose, render_repair, render_system
+from discovery.proposers.prompting import ProposalContext, RepairContext, render_propose, render_repair, render_system
 from discovery.proposers.base import Proposal
 
 

@@ -20,9 +20,9 @@ import math
 import random
 from typing import Callable
 
-from discovery.code_manipulation import CONTRACT_PARAMS, code_hash, count_nodes, sanitize_name
+from discovery.proposers.reply import CONTRACT_PARAMS, code_hash, count_nodes, sanitize_name
 from discovery.config import MutationConfig
-from discovery.prompting import ProgramSummary, ProposalContext
+from discovery.proposers.prompting import ProgramSummary, ProposalContext
 from discovery.proposers.base import Proposal
 
 Z_EXPR = ("beta * ((policy_chosen_logps - reference_chosen_logps)"

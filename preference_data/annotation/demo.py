@@ -142,7 +142,7 @@ def start_serve_process(db_url: str, project: str, *, stderr: Any = None,
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "discovery.cli", "annotate", "serve", "--project", project,
+    proc = subprocess.Popen([sys.executable, "-m", "discovery.commands", "annotate", "serve", "--project", project,
                              "--db", db_url, "--port", str(port)], cwd=Path(__file__).resolve().parents[2],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if stderr is None else stderr)
     base = f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from discovery.code_manipulation import normalize_code
+from discovery.proposers.reply import normalize_code
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules next to the tests (test server)
 

@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import FakePool  # noqa: E402
 
-from discovery.campaign import Campaign  # noqa: E402
+from discovery.search.campaign import Campaign  # noqa: E402
 from discovery.config import config_from_dict  # noqa: E402
-from discovery.progress import ProgressView  # noqa: E402
+from discovery.search.progress import ProgressView  # noqa: E402
 from discovery.sandbox import validate_source  # noqa: E402
 
 CONFIG = {"name": "fake", "seed": 7, "baselines": ["dpo", "ipo", "hinge", "lrml"], "generation_size": 4,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FakePool
-from discovery.campaign import Campaign
+from discovery.search.campaign import Campaign
 from discovery.config import config_from_dict
-from discovery.database import open_campaign_database
-from discovery.progress import ProgressView, read_log
+from discovery.archive.database import open_campaign_database
+from discovery.search.progress import ProgressView, read_log
 from discovery.proposers.base import Proposal
 from discovery.sandbox import validate_source
 from fake_campaign_main import CONFIG
@@ -190,9 +190,9 @@ def test_views_and_live_status_render(tmp_path):
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from discovery.cascade import describe_shape
-    from discovery.cli import app
-    from discovery.progress import render_status
+    from discovery.search.cascade import describe_shape
+    from discovery.commands import app
+    from discovery.search.progress import render_status
 
     run_fake(tmp_path / "v", **{"budget": {"max_candidates": 4}})
     runner = CliRunner()

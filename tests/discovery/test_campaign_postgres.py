@@ -81,7 +81,7 @@ def test_tuning_studies_and_results_live_in_postgres(pg_url, tmp_path):
     import optuna
     import sqlalchemy as sa
 
-    from discovery.tuning import Tuner, TuningConfig, load_tuned_results
+    from discovery.tuning.tuner import Tuner, TuningConfig, load_tuned_results
 
     out = tmp_path / "pg"
     assert _run(out, pg_url) == 0

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from discovery.cli import app
+from discovery.commands import app
 from discovery.config import config_from_dict, config_to_dict, dump_config, load_config
 from discovery.errors import UserError
 
@@ -40,7 +40,7 @@ def test_bad_configs_are_user_errors(tmp_path):
 
 def test_run_cli_errors_and_resolved_config(tmp_path):
     runner = CliRunner()
-    from discovery.cli import main  # noqa: F401 - app import registers verbs
+    from discovery.commands import main  # noqa: F401 - app import registers verbs
 
     res = runner.invoke(app, ["run"])
     assert isinstance(res.exception, UserError)

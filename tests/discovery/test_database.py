@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from discovery.database import ALL_ISLANDS, NewCandidate, ProgramDatabase, candidate_id, sequence_number
+from discovery.archive.database import ALL_ISLANDS, NewCandidate, ProgramDatabase, candidate_id, sequence_number
 
 
 def make_db(tmp_path) -> ProgramDatabase:

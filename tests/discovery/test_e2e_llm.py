@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from discovery.campaign import Campaign
-from discovery.cli import app
+from discovery.search.campaign import Campaign
+from discovery.commands import app
 from discovery.config import config_from_dict
-from discovery.database import open_campaign_database
-from discovery.progress import ProgressView
+from discovery.archive.database import open_campaign_database
+from discovery.search.progress import ProgressView
 from openai_test_server import ScriptedOpenAIServer, Status, json_reply
 
 SUITES = Path(__file__).parent / "suites"
@@ -131,7 +131,7 @@ def _cli(args: list[str], crash: str | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PREFDISCO_CRASH_AT"}
     if crash:
         env["PREFDISCO_CRASH_AT"] = crash
-    return subprocess.run([sys.executable, "-m", "discovery.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "discovery.commands", *args], env=env, capture_output=True,
                           timeout=300, cwd=Path(__file__).resolve().parents[2]).returncode
 
 

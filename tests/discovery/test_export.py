@@ -19,7 +19,7 @@ import pytest
 
 from candidate_losses import get_loss, load_loss_from_source
 from discovery.errors import UserError
-from discovery.export import (
+from discovery.review.export import (
     ExportableLoss,
     contract_function,
     export_loss,
@@ -158,7 +158,7 @@ def test_promote_registers_itself_with_provenance(tmp_path, monkeypatch):
 
 @pytest.fixture
 def campaign_dir(tmp_path):
-    from discovery.database import NewCandidate, ProgramDatabase
+    from discovery.archive.database import NewCandidate, ProgramDatabase
 
     directory = tmp_path / "campaign"
     directory.mkdir()
@@ -175,7 +175,7 @@ def campaign_dir(tmp_path):
 def _cli(args: list[str]):
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
 
     return CliRunner().invoke(app, args)
 

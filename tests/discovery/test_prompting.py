@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from discovery.campaign import summary_of
-from discovery.database import NewCandidate, ProgramDatabase
-from discovery.prompting import ProgramSummary, ProposalContext, RepairContext, render_propose, render_repair, render_system
+from discovery.search.campaign import summary_of
+from discovery.archive.database import NewCandidate, ProgramDatabase
+from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext, render_propose, render_repair, render_system
 
 CODE = "def a(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))\n"
 

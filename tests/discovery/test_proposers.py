@@ -6,10 +6,10 @@ import ast
 
 import pytest
 
-from discovery.code_manipulation import code_hash, extract_reply, normalize_code
+from discovery.proposers.reply import code_hash, extract_reply, normalize_code
 from discovery.config import LLMConfig, ModelEndpoint, MutationConfig
 from discovery.errors import UserError
-from discovery.prompting import ProgramSummary, ProposalContext, RepairContext
+from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
 from discovery.proposers.llm import LLMProposer
 from discovery.proposers.mutation import MutationProposer, crossover
 from discovery.sandbox import validate_source

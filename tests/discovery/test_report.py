@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from discovery.cli import app
-from discovery.report import dpo_shape, gather, render_html, shape_regions, write_report
-from discovery.report_plots import Chart, nice_ticks
+from discovery.commands import app
+from discovery.review.report import dpo_shape, gather, render_html, shape_regions, write_report
+from discovery.review.plots import Chart, nice_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "report"
@@ -92,9 +92,9 @@ def test_chart_is_valid_svg_with_gaps_and_unique_clip_ids():
 @pytest.fixture
 def fake_campaign(tmp_path: Path) -> Path:
     from conftest import FakePool
-    from discovery.campaign import Campaign
+    from discovery.search.campaign import Campaign
     from discovery.config import config_from_dict
-    from discovery.progress import ProgressView
+    from discovery.search.progress import ProgressView
     from discovery.sandbox import validate_source
 
     cfg = config_from_dict({"name": "fake-report", "seed": 2, "baselines": ["dpo", "hinge"], "generation_size": 3,
@@ -105,7 +105,7 @@ def fake_campaign(tmp_path: Path) -> Path:
 
 
 def test_report_covers_every_candidate_and_stays_offline(fake_campaign: Path):
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
     rows = open_campaign_database(fake_campaign).all()
     report = gather(fake_campaign)
@@ -141,9 +141,9 @@ def real_campaign(tmp_path_factory) -> Path:
     from test_e2e_llm import HOSTILE, good, repair_or_fresh, tiny_config
     from openai_test_server import ScriptedOpenAIServer, json_reply
 
-    from discovery.campaign import Campaign
+    from discovery.search.campaign import Campaign
     from discovery.config import config_from_dict
-    from discovery.progress import ProgressView
+    from discovery.search.progress import ProgressView
 
     script = [
         json_reply("scaled", good("scaled", "-F.logsigmoid(1.5 * beta * h)")),
@@ -167,7 +167,7 @@ def real_campaign(tmp_path_factory) -> Path:
 def test_real_campaign_report_in_chromium(real_campaign: Path, browser):
     from selenium.webdriver.common.by import By
 
-    from discovery.database import open_campaign_database
+    from discovery.archive.database import open_campaign_database
 
     rows = open_campaign_database(real_campaign).all()
     evaluated = {r["id"] for r in rows if r["status"] == "evaluated"}

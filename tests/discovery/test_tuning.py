@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from discovery.tuning import combine_seeds, keyword_hyperparameters, load_tuned_results
-from discovery.tuning_jobs import scaled_suite
+from discovery.tuning.tuner import combine_seeds, keyword_hyperparameters, load_tuned_results
+from discovery.tuning.scaled_suite import scaled_suite
 from evaluators.metrics import aggregate
 from evaluators.suites import load_suite
 from tiny_campaign import SUITES, run_tiny_campaign
@@ -75,7 +75,7 @@ def _tune(out: Path, *extra: str, crash: str | None = None) -> subprocess.Comple
     env.pop("PREFDISCO_CRASH_AT", None)
     if crash:
         env["PREFDISCO_CRASH_AT"] = crash
-    cmd = [sys.executable, "-m", "discovery.cli", "tune", str(out), "--top", "1", "--trials", "3",
+    cmd = [sys.executable, "-m", "discovery.commands", "tune", str(out), "--top", "1", "--trials", "3",
            "--baselines", "dpo", "--heartbeat", "1", "--workers", "2", *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
@@ -141,7 +141,7 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
     # the leaderboard shows tuned next to untuned scores
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
 
     board = CliRunner().invoke(app, ["leaderboard", str(out), "--json"])
     assert board.exit_code == 0, board.output
@@ -151,7 +151,7 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
     text = CliRunner().invoke(app, ["leaderboard", str(out)]).output
     assert "tuned" in text and "tuned DPO" in text
     # ... and so does the HTML report, with the claim made against tuned DPO
-    from discovery.report import write_report
+    from discovery.review.report import write_report
 
     html = Path(write_report(out).path).read_text()
     assert "tuned ± s.e." in html and 'id="tuning-claim"' in html and "tuned DPO" in html

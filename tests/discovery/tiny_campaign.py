@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from discovery.campaign import Campaign
+from discovery.search.campaign import Campaign
 from discovery.config import config_from_dict
-from discovery.progress import ProgressView
+from discovery.search.progress import ProgressView
 
 SUITES = Path(__file__).parent / "suites"
 TINY_CONFIG: dict[str, Any] = {

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import FakePool  # noqa: E402
 from fake_campaign_main import CONFIG  # noqa: E402
 
-from discovery.campaign import Campaign  # noqa: E402
+from discovery.search.campaign import Campaign  # noqa: E402
 from discovery.config import config_from_dict  # noqa: E402
-from discovery.progress import ProgressView  # noqa: E402
+from discovery.search.progress import ProgressView  # noqa: E402
 from discovery.sandbox import validate_source  # noqa: E402
 
 

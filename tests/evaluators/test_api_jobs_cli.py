@@ -45,7 +45,7 @@ def test_evaluate_job_baseline_by_name_and_candidate(cache_dir: Path) -> None:
 def _cli(*args: str):
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
 
     return CliRunner().invoke(app, list(args))
 

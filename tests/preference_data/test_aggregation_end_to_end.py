@@ -125,7 +125,7 @@ def test_app_db_to_trl_pairs_to_training(tmp_path: Path) -> None:
 def test_cli_on_app_export(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
     from preference_data.annotation.store import export_judgments, write_export
     url, _ = _annotate(tmp_path)
     export = write_export(export_judgments(url, "demo"), tmp_path / "judgments.jsonl")

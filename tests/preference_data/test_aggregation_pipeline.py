@@ -66,7 +66,7 @@ def test_by_dimension_keeps_dimensions_apart() -> None:
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
     runner = CliRunner()
     res = runner.invoke(app, ["aggregate", "--judgments", str(tmp_path / "missing.jsonl"), "--project", "p",
                               "--out", str(tmp_path / "o.jsonl")])
@@ -84,7 +84,7 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
 def test_cli_weighting_with_inline_shares(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
     anns = _two_taste_population(8, 2)
     rows = simulate_judgments(truth_items(10, seed=8), anns, 5, seed=9)
     f = tmp_path / "j.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from discovery.cli import app
+from discovery.commands import app
 from discovery.errors import UserError
 from preference_data.annotation.agreement import agreement_by_dimension
 from preference_data.annotation.store import read_judgments

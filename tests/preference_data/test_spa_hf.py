@@ -172,7 +172,7 @@ def test_spa_hf_end_to_end(tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
 
     raw = _config(tmp_path, "unused")
     del raw["out_dir"], raw["save_policies"]

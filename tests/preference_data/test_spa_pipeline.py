@@ -130,7 +130,7 @@ def test_cli_prints_per_iteration_metrics_and_json(tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from discovery.cli import app
+    from discovery.commands import app
 
     raw = {k: dict(v) for k, v in TINY.items()}
     raw["data"] = {"seed_pairs": 16, "prompts_per_iteration": [32]}

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from discovery import crashpoints
-from discovery.cascade import Cascade, StageOutcome
-from discovery.code_manipulation import code_hash
+from discovery.search.cascade import Cascade, StageOutcome
+from discovery.proposers.reply import code_hash
 from discovery.config import CampaignConfig, config_from_dict, dump_config, resolve_paths
-from discovery.database import ALL_ISLANDS, NewCandidate, ProgramDatabase, candidate_id, sequence_number
+from discovery.archive.database import ALL_ISLANDS, NewCandidate, ProgramDatabase, candidate_id, sequence_number
 from discovery.errors import UserError
-from discovery.progress import CampaignLog, ProgressView
-from discovery.prompting import ProgramSummary, ProposalContext, RepairContext
+from discovery.search.progress import CampaignLog, ProgressView
+from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
 from discovery.proposers import Proposal, Proposer, make_proposer
 
 CONFIG_FILE = "config.resolved.yaml"

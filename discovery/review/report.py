@@ -3,7 +3,7 @@
 Everything comes from what the campaign recorded (`campaign.db`, `config.resolved.yaml`,
 `log.jsonl`); candidate code is only read and displayed, never executed. The loss shape of a
 candidate comes from the sandbox probe's stored grid; DPO's is analytic. The page is rendered
-from `prompts/report.html.j2` with plots as embedded SVG images (see `report_plots`).
+from `prompts/report.html.j2` with plots as embedded SVG images (see `plots`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from discovery.database import ProgramDatabase, evaluations, open_campaign_database
-from discovery.progress import read_log
+from discovery.archive.database import ProgramDatabase, evaluations, open_campaign_database
+from discovery.search.progress import read_log
 
 SUITE_STAGES = ("screen", "fitness", "heldout")
 TIMED_STAGES = ("probe", "screen", "fitness", "heldout")
@@ -258,10 +258,10 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
     """Read every record of a campaign (safe while it is still running) and build the plots."""
     import yaml
 
-    from discovery import report_plots as plots
+    from discovery.review import plots
 
     directory = Path(campaign_dir)
-    from discovery.tuning_results import load_tuned_results
+    from discovery.tuning.results import load_tuned_results
 
     db = open_campaign_database(directory)
     try:

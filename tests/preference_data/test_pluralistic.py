@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators.pluralistic import (PluralisticConfig, aggregate_pairs, annotator_pool, make_utility,
-                                    run_pluralistic, simulate_rows)
+from preference_data.pluralistic import (PluralisticConfig, aggregate_pairs, annotator_pool, make_utility,
+                                         run_pluralistic, simulate_rows)
 from evaluators.suites import RunSpec, load_suite
 from evaluators.tasks import make_task
 from tests.evaluators.conftest import MICRO_LM, dpo

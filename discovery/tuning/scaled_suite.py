@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable
 
-TUNE_JOB = "discovery.tuning_jobs:scaled_suite_job"
+TUNE_JOB = "discovery.tuning.scaled_suite:scaled_suite_job"
 
 
 def scaled_suite(suite: Any, *, beta_scale: float = 1.0, lr_scale: float = 1.0, seeds: int | None = None,

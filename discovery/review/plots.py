@@ -259,7 +259,7 @@ def side_by_side(charts: Sequence[Chart]) -> str:
 # ---- the report's charts ------------------------------------------------------------------------
 def shape_chart(z: list[float], loss: list[Number], dloss_dz: list[Number] | None, regions, name: str) -> str:  # type: ignore[no-untyped-def]
     """Loss and dL/dz versus z = beta*margin, DPO dashed, misbehaving stretches shaded."""
-    from discovery.report import dpo_shape
+    from discovery.review.report import dpo_shape
 
     dpo_loss, dpo_slope = dpo_shape(list(z))
     panels = []

@@ -29,7 +29,7 @@ from discovery.errors import UserError
 
 # Names the loss contract promises to candidate code without an import (see load_loss_from_source).
 PRELUDE_NAMES = frozenset({"torch", "F", "math"})
-TRAINER_SOURCE = Path(__file__).resolve().parents[1] / "evaluators" / "hf_trainer.py"  # copied into exports
+TRAINER_SOURCE = Path(__file__).resolve().parents[2] / "evaluators" / "hf_trainer.py"  # copied into exports
 TEMPLATES_DIR = Path(prompts.__file__).resolve().parent
 # Metadata shown in headers and kept as provenance, in this order when present.
 METADATA_KEYS = (

@@ -15,7 +15,7 @@ the same number of trials over beta, learning rate and its own keyword constants
   PostgreSQL); heartbeats + RetryFailedTrialCallback turn a killed run's RUNNING trial into a
   failed one plus a retry with the same parameters, so a resumed run loses no trial.
   Results go to the `tuned_results` table (read by the leaderboard/report), the claim to meta.
-* Candidate code runs only in the executor's sandboxes (`discovery.tuning_jobs`).
+* Candidate code runs only in the executor's sandboxes (`discovery.tuning.scaled_suite`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from discovery.crashpoints import maybe_crash
-from discovery.tuning_jobs import TUNE_JOB
-from discovery.tuning_results import (TunedResult, claim, load_tuned_result, load_tuned_results,  # noqa: F401
+from discovery.tuning.scaled_suite import TUNE_JOB
+from discovery.tuning.results import (TunedResult, claim, load_tuned_result, load_tuned_results,  # noqa: F401
                                       save_tuned_result, tuning_metadata)
 
 CONTRACT = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
@@ -155,7 +155,7 @@ class Tuner:
     def __init__(self, campaign_dir: str | Path, config: TuningConfig, executor: Any):
         import yaml
 
-        from discovery.database import open_campaign_database
+        from discovery.archive.database import open_campaign_database
         from evaluators.suites import load_suite
 
         self.dir = Path(campaign_dir)
@@ -269,7 +269,7 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
-        from discovery.campaign import derive_seed
+        from discovery.search.campaign import derive_seed
 
         cfg = self.config
         sampler = optuna.samplers.TPESampler(seed=derive_seed(cfg.seed, target.candidate_id) % 2**32,

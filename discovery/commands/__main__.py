@@ -1,0 +1,5 @@
+"""`python -m discovery.commands ...` is `prefdisco ...`."""
+
+from discovery.commands import main
+
+main()
