@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Suite, load_suite
+from evaluators.tiers import get_tier
 
 
 def _resolve_loss(loss: Any) -> tuple[Callable[..., Any], str]:
@@ -65,7 +66,7 @@ def evaluate_loss(
     try:
         for spec in suite_obj.instances():
             cpu_start = time.process_time()
-            run = tier_runner(spec.tier)(spec, fn, kwargs, cache, device)
+            run = get_tier(spec.tier).run_function()(spec, fn, kwargs, cache, device)
             run.extra["cpu_time_s"] = time.process_time() - cpu_start  # vs wall: shows CPU contention
             run.extra["kl_budget"] = spec.kl_budget
             run.extra["task_params"] = dict(spec.task_params)
@@ -78,16 +79,6 @@ def evaluate_loss(
     fitness, fitness_se, per_task = aggregate(runs, groups, labels, suite_obj.scoring)
     return SuiteResult(loss=name, suite=suite_obj.name, fitness=fitness, fitness_se=fitness_se,
                        runs=runs, wall_time_s=time.perf_counter() - start, per_task=per_task)
-
-
-def tier_runner(tier: str) -> Callable[..., RunResult]:
-    """The function that runs one instance of ``tier`` (imported lazily: tiers pull in torch)."""
-    import importlib
-
-    from evaluators.suites import TIER_RUNNERS
-
-    module, _, name = TIER_RUNNERS[tier].partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _group_label(tier: str, task: str, params: dict[str, Any]) -> str:

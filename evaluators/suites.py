@@ -14,16 +14,10 @@ from typing import Any
 
 import yaml
 
+from evaluators.tiers import get_tier
+
 SUITES_DIR = Path(__file__).parent / "suites"
-# tier name -> "module:function" running one RunSpec: fn(spec, loss_fn, loss_kwargs, cache_dir, device)
-TIER_RUNNERS: dict[str, str] = {
-    "bandit": "evaluators.bandit:run_bandit",
-    "tinylm": "evaluators.tinylm:run_tinylm",
-    "pluralistic": "preference_data.pluralistic:run_pluralistic",
-    "spa": "preference_data.spa.tier:run_spa_tier",   # SPA loop (self-labelled data); issue 7
-}
-TIERS = tuple(TIER_RUNNERS)
-CONFIG_SECTIONS = ("model", "sft", "data", "train", "bandit", "pluralistic", "spa")  # per-tier config keys
+GROUP_KEYS = ("tier", "task", "seeds", "betas", "noise", "kl_budget", "task_params")  # + the tier's sections
 
 
 @dataclass(frozen=True)
@@ -138,15 +132,16 @@ def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
     if scoring.beta_aggregate not in ("max", "mean"):
         raise ValueError("scoring.beta_aggregate must be 'max' or 'mean'")
     groups = []
-    group_keys = {"tier", "task", "seeds", "betas", "noise", "kl_budget", "task_params",
-                  *CONFIG_SECTIONS}
     for raw in data.get("groups") or []:
-        unknown = set(raw) - group_keys
+        try:
+            tier = get_tier(raw.get("tier"))
+        except ValueError as exc:
+            raise ValueError(f"suite {path}: {exc}") from None
+        unknown = set(raw) - {*GROUP_KEYS, *tier.sections}
         if unknown:
-            raise ValueError(f"suite {path}: group {raw.get('task')}: unknown keys {sorted(unknown)}")
-        if raw.get("tier") not in TIERS:
-            raise ValueError(f"suite {path}: tier must be one of {TIERS}, got {raw.get('tier')!r}")
-        config = {k: dict(raw[k]) for k in CONFIG_SECTIONS if k in raw}
+            raise ValueError(f"suite {path}: group {raw.get('task')}: unknown keys {sorted(unknown)} "
+                             f"(a {tier.name} group may hold {', '.join(tier.sections)})")
+        config = {k: dict(raw[k]) for k in tier.sections if k in raw}
         groups.append(RunGroup(
             tier=raw["tier"],
             task=str(raw.get("task", "bandit")),

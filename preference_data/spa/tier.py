@@ -29,8 +29,12 @@ def spa_config_for(spec: RunSpec, cache_dir: Path | str | None) -> Any:
     raw["reference"] = {k: dict(spec.config.get(k) or {}) for k in ("model", "sft", "data")}
     train = raw.setdefault("train", {})
     train["beta"] = spec.beta
-    if "lr" in (spec.config.get("train") or {}):          # Suite.with_overrides(lr=...)
-        train["lr"] = spec.config["train"]["lr"]
+    group_train = spec.config.get("train") or {}
+    if set(group_train) - {"lr"}:
+        raise ValueError(f"spa tier: a group's train section takes only lr (the override "
+                         f"Suite.with_overrides sets); put {sorted(set(group_train) - {'lr'})} under spa.train")
+    if "lr" in group_train:
+        train["lr"] = group_train["lr"]
     raw["seed"] = spec.seed
     raw["cache_dir"] = str(cache_dir) if cache_dir is not None else None
     return spa_config_from_dict(raw)

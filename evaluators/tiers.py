@@ -1,0 +1,66 @@
+"""Tiers: how one run of a suite trains a policy with a loss and measures it.
+
+A tier has a name (what a suite group's ``tier:`` says), the config sections a group of that tier
+may carry (any other section is an error when the suite loads), and the function that runs one
+``RunSpec``: ``run(spec, loss_fn, loss_kwargs, cache_dir, device) -> RunResult``.
+
+The built-in tiers (``bandit``, ``tinylm``) are declared here. Tiers that live in a higher layer
+(the ``spa`` and ``pluralistic`` tiers need preference data) register themselves through the
+``prefdisco.tiers`` entry-point group (see pyproject.toml), so this package never names them:
+adding a tier is one module with its runner plus one ``Tier`` object and one entry-point line.
+Runners are imported only when a run starts (tiers pull in torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+ENTRY_POINT_GROUP = "prefdisco.tiers"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A named way to train and score one run; ``runner`` is "module:function", imported lazily."""
+
+    name: str
+    runner: str
+    sections: tuple[str, ...]   # config mappings a suite group of this tier may hold
+    description: str = ""
+
+    def run_function(self) -> Callable[..., Any]:
+        module, _, attr = self.runner.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+BUILTIN_TIERS: dict[str, Tier] = {
+    "bandit": Tier("bandit", "evaluators.bandit:run_bandit", ("bandit", "train"),
+                   "contextual bandit with exact metrics (screening)"),
+    "tinylm": Tier("tinylm", "evaluators.tinylm:run_tinylm", ("model", "sft", "data", "train"),
+                   "tiny GPT-2 on a gold-reward text task"),
+}
+_registered: dict[str, Tier] | None = None
+
+
+def registered_tiers() -> dict[str, Tier]:
+    """Every tier by name: the built-ins, then those other packages declare as entry points."""
+    global _registered
+    if _registered is None:
+        tiers = dict(BUILTIN_TIERS)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            tier = ep.load()
+            if not isinstance(tier, Tier) or tier.name != ep.name:
+                raise TypeError(f"entry point {ep.name} = {ep.value} must be a Tier named {ep.name!r}")
+            tiers.setdefault(tier.name, tier)
+        _registered = tiers
+    return _registered
+
+
+def get_tier(name: str) -> Tier:
+    tiers = registered_tiers()
+    if name not in tiers:
+        raise ValueError(f"tier must be one of {tuple(tiers)}, got {name!r} (tiers outside evaluators register "
+                         f"through the {ENTRY_POINT_GROUP!r} entry points: reinstall with `pip install -e .`)")
+    return tiers[name]
