@@ -26,12 +26,11 @@ def measure(campaign_dir: Path) -> dict:
     import sqlalchemy as sa
     import yaml
 
-    from discovery.archive.database import open_campaign_database
-    from discovery.search.progress import read_log
+    from discovery.archive.campaign_dir import CampaignDir
 
-    cfg = yaml.safe_load((campaign_dir / "config.resolved.yaml").read_text())
-    workers = int(cfg.get("workers", 1))
-    events = read_log(campaign_dir / "log.jsonl")
+    campaign = CampaignDir.open(campaign_dir)
+    workers = campaign.config().workers
+    events = campaign.events()
     wall, start = 0.0, None  # summed over the runs of a resumed campaign (gaps excluded)
     for e in events:
         if e["event"] == "campaign_start":
@@ -44,7 +43,7 @@ def measure(campaign_dir: Path) -> dict:
     if start is not None:  # killed run: count up to its last event
         wall += last - start
     wall = wall or float("nan")
-    db = open_campaign_database(campaign_dir)
+    db = campaign.database()
     try:
         with db.engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT candidate_id, stage, wall_time_s, result FROM evaluations")).all()

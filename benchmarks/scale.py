@@ -55,9 +55,9 @@ def sandbox_work(out: Path) -> tuple[float, float]:
     """(sandbox requests per archive row, summed seconds of all sandbox stages) of a campaign."""
     import sqlalchemy as sa
 
-    from discovery.archive.database import open_campaign_database
+    from discovery.archive.campaign_dir import CampaignDir
 
-    db = open_campaign_database(out)
+    db = CampaignDir.open(out).database()
     try:
         with db.engine.connect() as conn:
             n, busy = conn.execute(sa.text("SELECT count(*), coalesce(sum(wall_time_s), 0) FROM evaluations "

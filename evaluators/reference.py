@@ -21,15 +21,12 @@ from typing import Any
 import torch
 
 from evaluators.lm import Vocab, build_model, response_logps, sample
+from evaluators.paths import default_cache_dir  # noqa: F401 - the cache location, re-exported
 from evaluators.tasks import TextTask
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import run_seed
 
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("PREFDISCO_CACHE") or Path.home() / ".cache" / "prefdisco")
 
 
 def cache_key(task: TextTask, seed: int, cfg: TinyLMConfig, device: str) -> str:

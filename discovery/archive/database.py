@@ -14,16 +14,12 @@ import math
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
+from discovery.archive.candidate import ALL_ISLANDS, Candidate, Origin, Status, find_dpo
 from discovery.crashpoints import maybe_crash
-
-STAGES = ("static", "probe", "screen", "fitness")
-TERMINAL = ("evaluated", "failed", "gated", "duplicate")
-ALL_ISLANDS = -1  # baselines belong to every island
 
 metadata = sa.MetaData()
 candidates = sa.Table(
@@ -41,7 +37,7 @@ candidates = sa.Table(
     sa.Column("parent_ids", sa.Text, nullable=False, default="[]"),
     sa.Column("proposer", sa.String(64), nullable=False),
     sa.Column("thought", sa.Text, default=""),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | TERMINAL
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # a Status value
     sa.Column("stage", sa.String(16), nullable=False, default=""),  # last finished stage
     sa.Column("failure_class", sa.String(32)),
     sa.Column("error", sa.Text, default=""),
@@ -82,49 +78,31 @@ meta = sa.Table(
 JSON_COLUMNS = ("parent_ids", "metrics", "timings")
 
 
-def candidate_id(generation: int, slot: int, sample: int = 0, origin: str = "proposal") -> str:
-    if origin == "baseline":
+def candidate_id(generation: int, slot: int, sample: int = 0, origin: str = Origin.PROPOSAL) -> str:
+    if origin == Origin.BASELINE:
         return f"base-{slot:02d}"
-    return f"g{generation:03d}-s{slot:02d}" + (f"-{sample}" if sample else "") + ("-r" if origin == "repair" else "")
+    return f"g{generation:03d}-s{slot:02d}" + (f"-{sample}" if sample else "") + ("-r" if origin == Origin.REPAIR else "")
 
 
 def sequence_number(generation: int, slot: int, sample: int = 0) -> int:
     return generation * 1_000_000 + slot * 100 + sample
 
 
-@dataclass
-class NewCandidate:
-    """A candidate as first recorded (before any evaluation)."""
-
-    id: str
-    seq: int
-    generation: int
-    slot: int
-    island: int
-    origin: str
-    name: str
-    code: str | None
-    code_hash: str | None
-    parent_ids: list[str]
-    proposer: str
-    thought: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    mutable: bool = True
-    status: str = "pending"
-    failure_class: str | None = None
-    error: str = ""
-    duplicate_of: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _decode(row: Any) -> dict[str, Any]:
+def _decode(row: Any) -> Candidate:
     d = dict(row._mapping)
     for key in JSON_COLUMNS:
         if key in d and isinstance(d[key], str):
             d[key] = json.loads(d[key])
-    return d
+    return Candidate.from_row(d)
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values as the database stores them (enums as their strings, JSON columns as text)."""
+    out = {k: (v.value if hasattr(v, "value") and not isinstance(v, (int, float)) else v) for k, v in values.items()}
+    for key in JSON_COLUMNS:
+        if key in out:
+            out[key] = json.dumps(out[key])
+    return out
 
 
 class ProgramDatabase:
@@ -149,12 +127,10 @@ class ProgramDatabase:
         self.engine.dispose()
 
     # ---- writes -------------------------------------------------------------------------------
-    def add_candidate(self, c: NewCandidate) -> bool:
-        """Insert if absent (idempotent); True if this call inserted it."""
+    def add_candidate(self, c: Candidate) -> bool:
+        """Insert a newly proposed (or seeded) candidate if absent (idempotent); True if this call inserted it."""
         now = time.time()
-        row = {k: v for k, v in c.__dict__.items() if k != "extra"}
-        row.update(parent_ids=json.dumps(c.parent_ids), metrics=json.dumps(c.extra.get("metrics", {})),
-                   timings="{}", stage="", created_at=now, updated_at=now)
+        row = _plain({**c.__dict__, "stage": "", "metrics": {}, "timings": {}, "created_at": now, "updated_at": now})
         with self.engine.begin() as conn:
             if conn.execute(sa.select(candidates.c.id).where(candidates.c.id == c.id)).first():
                 return False
@@ -186,17 +162,15 @@ class ProgramDatabase:
             conn.execute(evaluations.insert().values(candidate_id=cid, stage=stage,
                                                      result=json.dumps(result), wall_time_s=wall_time_s))
             conn.execute(candidates.update().where(candidates.c.id == cid).values(
-                stage=stage, metrics=json.dumps(metrics_json), timings=json.dumps(timings),
-                updated_at=time.time(), **updates))
+                stage=str(stage), metrics=json.dumps(metrics_json), timings=json.dumps(timings),
+                updated_at=time.time(), **_plain(updates)))
             maybe_crash("db_write")
         return True
 
     def update(self, cid: str, **values: Any) -> None:
-        for key in JSON_COLUMNS:
-            if key in values:
-                values[key] = json.dumps(values[key])
         with self.engine.begin() as conn:
-            conn.execute(candidates.update().where(candidates.c.id == cid).values(updated_at=time.time(), **values))
+            conn.execute(candidates.update().where(candidates.c.id == cid).values(updated_at=time.time(),
+                                                                                   **_plain(values)))
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.engine.begin() as conn:
@@ -209,7 +183,7 @@ class ProgramDatabase:
         return json.loads(row.value) if row else default
 
     # ---- reads --------------------------------------------------------------------------------
-    def get(self, cid: str) -> dict[str, Any] | None:
+    def get(self, cid: str) -> Candidate | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(candidates).where(candidates.c.id == cid)).first()
         return _decode(row) if row else None
@@ -221,7 +195,7 @@ class ProgramDatabase:
         return json.loads(row.result) if row else None
 
     def all(self, *, generation: int | None = None, max_generation: int | None = None,
-            status: str | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+            status: str | tuple[str, ...] | None = None) -> list[Candidate]:
         q = sa.select(candidates).order_by(candidates.c.seq)
         if generation is not None:
             q = q.where(candidates.c.generation == generation)
@@ -232,7 +206,7 @@ class ProgramDatabase:
         with self.engine.connect() as conn:
             return [_decode(r) for r in conn.execute(q)]
 
-    def first_with(self, column: str, value: str, before_seq: int) -> dict[str, Any] | None:
+    def first_with(self, column: str, value: str, before_seq: int) -> Candidate | None:
         """The earliest candidate (by seq) before `before_seq` with this hash/fingerprint."""
         col = candidates.c[column]
         q = (sa.select(candidates).where(col == value, candidates.c.seq < before_seq)
@@ -249,32 +223,32 @@ class ProgramDatabase:
             return int(conn.execute(q).scalar_one())
 
     # ---- islands, selection, migration --------------------------------------------------------
-    def island_members(self, island: int, max_generation: int) -> list[dict[str, Any]]:
+    def island_members(self, island: int, max_generation: int) -> list[Candidate]:
         """Evaluated programs visible on `island` up to `max_generation` (own, baselines, migrants)."""
-        rows = self.all(max_generation=max_generation, status="evaluated")
+        rows = self.all(max_generation=max_generation, status=Status.EVALUATED)
         with self.engine.connect() as conn:
             migrants = {r.candidate_id for r in conn.execute(sa.select(migrations.c.candidate_id).where(
                 migrations.c.to_island == island, migrations.c.generation <= max_generation))}
-        return [r for r in rows if r["island"] in (island, ALL_ISLANDS) or r["id"] in migrants]
+        return [r for r in rows if r.island in (island, ALL_ISLANDS) or r.id in migrants]
 
     def select_parents(self, island: int, max_generation: int, child_generation: int,
-                       rng: random.Random, *, k: int = 2, lam: float = 1.0) -> list[dict[str, Any]]:
+                       rng: random.Random, *, k: int = 2, lam: float = 1.0) -> list[Candidate]:
         """Draw k distinct parents: weight sigmoid(lam*(s - median)/MAD) / (1 + children).
 
         The sigmoid rewards good programs without letting one dominate; dividing by the number of
         children already made spreads effort to under-explored programs (ShinkaEvolve's rule).
         """
         pool = [r for r in self.island_members(island, max_generation)
-                if r["mutable"] and r["code"] and r["fitness"] is not None]
+                if r.mutable and r.code and r.fitness is not None]
         if not pool:
             return []
-        scores = [r["fitness"] for r in pool]
+        scores = [r.fitness for r in pool]
         med = statistics.median(scores)
         mad = statistics.median([abs(s - med) for s in scores]) or (statistics.pstdev(scores) or 1.0)
         children = self._children_counts(child_generation)
-        weights = [1.0 / (1.0 + math.exp(-lam * (r["fitness"] - med) / mad)) / (1 + children.get(r["id"], 0))
+        weights = [1.0 / (1.0 + math.exp(-lam * (r.fitness - med) / mad)) / (1 + children.get(r.id, 0))
                    for r in pool]
-        chosen: list[dict[str, Any]] = []
+        chosen: list[Candidate] = []
         for _ in range(min(k, len(pool))):
             pick = rng.choices(range(len(pool)), weights=weights)[0]
             chosen.append(pool[pick])
@@ -298,18 +272,18 @@ class ProgramDatabase:
         with self.engine.begin() as conn:
             for island in range(islands):
                 own = [r for r in self.island_members(island, max_generation)
-                       if r["island"] == island and r["fitness"] is not None]
+                       if r.island == island and r.fitness is not None]
                 if not own:
                     continue
-                best = max(own, key=lambda r: (r["fitness"], -r["seq"]))
+                best = max(own, key=lambda r: (r.fitness, -r.seq))
                 to = (island + 1) % islands
                 exists = conn.execute(sa.select(migrations).where(
-                    migrations.c.generation == generation, migrations.c.candidate_id == best["id"],
+                    migrations.c.generation == generation, migrations.c.candidate_id == best.id,
                     migrations.c.to_island == to)).first()
                 if not exists:
-                    conn.execute(migrations.insert().values(generation=generation, candidate_id=best["id"],
+                    conn.execute(migrations.insert().values(generation=generation, candidate_id=best.id,
                                                             to_island=to))
-                moved.append((best["id"], to))
+                moved.append((best.id, to))
         return moved
 
     def migration_rows(self) -> list[dict[str, Any]]:
@@ -317,30 +291,11 @@ class ProgramDatabase:
             return [dict(r._mapping) for r in conn.execute(sa.select(migrations).order_by(
                 migrations.c.generation, migrations.c.candidate_id))]
 
-    def leaderboard(self) -> list[dict[str, Any]]:
+    def leaderboard(self) -> list[Candidate]:
         """Every candidate, best fitness first (unevaluated ones after, in order)."""
         rows = self.all()
-        return sorted(rows, key=lambda r: (r["fitness"] is None, -(r["fitness"] or 0.0), r["seq"]))
+        return sorted(rows, key=lambda r: (r.fitness is None, -(r.fitness or 0.0), r.seq))
 
-    def iter_rows(self) -> Iterator[dict[str, Any]]:
-        yield from self.all()
-
-
-def sqlite_url(path: str) -> str:
-    return f"sqlite:///{path}"
-
-
-def open_campaign_database(campaign_dir: str | Any) -> ProgramDatabase:
-    """The database of an existing campaign directory (URL from its resolved config)."""
-    from pathlib import Path
-
-    import yaml
-
-    from discovery.errors import UserError
-
-    d = Path(campaign_dir)
-    cfg_path = d / "config.resolved.yaml"
-    if not cfg_path.exists():
-        raise UserError(f"{d} is not a campaign directory (no config.resolved.yaml)")
-    url = ((yaml.safe_load(cfg_path.read_text()) or {}).get("database") or {}).get("url")
-    return ProgramDatabase(url or f"sqlite:///{d / 'campaign.db'}")
+    def dpo(self) -> Candidate | None:
+        """The DPO baseline, against which every gate and claim is made."""
+        return find_dpo(self.all(generation=0))

@@ -20,25 +20,6 @@ import typer
 
 from discovery.errors import UserError
 
-CAMPAIGN_DB = "campaign.db"
-RESOLVED_CONFIG = "config.resolved.yaml"
-
-
-def campaign_db_url(campaign_dir: Path) -> str:
-    """The campaign's database URL: the resolved config's `database.url`, else DIR/campaign.db."""
-    import yaml
-
-    config_path = campaign_dir / RESOLVED_CONFIG
-    if config_path.is_file():
-        url = ((yaml.safe_load(config_path.read_text()) or {}).get("database") or {}).get("url")
-        if url:
-            return str(url)
-    db_path = campaign_dir / CAMPAIGN_DB
-    if not db_path.is_file():
-        raise UserError(f"{campaign_dir} is not a campaign directory (no {CAMPAIGN_DB}); pass the DIR of a `prefdisco run`")
-    return f"sqlite:///{db_path}"
-
-
 def _iso(timestamp: Any) -> Any:
     if isinstance(timestamp, (int, float)):
         return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).isoformat(timespec="seconds")
@@ -47,47 +28,48 @@ def _iso(timestamp: Any) -> Any:
 
 def candidate_from_campaign(campaign_dir: Path, candidate_id: str, name: str | None = None):
     """Read one candidate through the program database and shape it for ``discovery.review.export``."""
-    from discovery.archive.database import ProgramDatabase
+    from discovery.archive.campaign_dir import CampaignDir
     from discovery.review.export import ExportableLoss, safe_identifier
 
     if not campaign_dir.is_dir():
         raise UserError(f"campaign directory {campaign_dir} not found")
-    db = ProgramDatabase(campaign_db_url(campaign_dir))
+    db = CampaignDir.open(campaign_dir).database()
     try:
         row = db.get(candidate_id)
-        known = [] if row else [r["id"] for r in db.leaderboard()[:8]]
+        known = [] if row else [r.id for r in db.leaderboard()[:8]]
     finally:
         db.close()
     if row is None:
         raise UserError(f"no candidate {candidate_id!r} in {campaign_dir}; best ids: {', '.join(known) or 'none'}")
-    code = row.get("code")
-    if not code and row.get("origin") == "baseline":
-        return registry_loss(row["name"], name=name, extra={"campaign": str(campaign_dir.resolve())})
+    code = row.code
+    if not code and row.is_baseline:
+        return registry_loss(row.name, name=name, extra={"campaign": str(campaign_dir.resolve())})
     if not code:
         raise UserError(f"candidate {candidate_id} has no code to export")
     metadata = {
         "campaign": str(campaign_dir.resolve()),
-        "candidate_id": row["id"],
-        "status": row.get("status"),
-        "fitness": row.get("fitness"),
-        "fitness_se": row.get("fitness_se"),
-        "heldout": row.get("heldout"),
-        "heldout_se": row.get("heldout_se"),
-        "screen_fitness": row.get("screen_fitness"),
-        "proposer": row.get("proposer"),
-        "parents": row.get("parent_ids"),
-        "generation": row.get("generation"),
-        "created_at": _iso(row.get("created_at")),
-        "thought": row.get("thought") or "",
-        "failure_class": row.get("failure_class"),
+        "candidate_id": row.id,
+        "status": str(row.status),
+        "fitness": row.fitness,
+        "fitness_se": row.fitness_se,
+        "heldout": row.heldout,
+        "heldout_se": row.heldout_se,
+        "screen_fitness": row.screen_fitness,
+        "proposer": row.proposer,
+        "parents": row.parent_ids,
+        "generation": row.generation,
+        "created_at": _iso(row.created_at),
+        "thought": row.thought or "",
+        "failure_class": row.failure_class,
     }
-    loss_name = safe_identifier(name or row.get("name") or row["id"])
+    loss_name = safe_identifier(name or row.name or row.id)
     return ExportableLoss(name=loss_name, code=code, metadata={k: v for k, v in metadata.items() if v is not None})
 
 
 def registry_loss(name_or_file: str, name: str | None = None, extra: dict[str, Any] | None = None):
     """A registered loss by name, or a .py file holding one contract function."""
-    from discovery.review.export import ExportableLoss, safe_identifier, strip_decorators
+    from candidate_losses.source import strip_decorators
+    from discovery.review.export import ExportableLoss, safe_identifier
 
     path = Path(name_or_file)
     if path.suffix == ".py":

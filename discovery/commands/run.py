@@ -66,9 +66,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _heldout_now(campaign, k: int) -> None:  # type: ignore[no-untyped-def]
-    rows = campaign.db.all(status="evaluated")
-    finalists = sorted((r for r in rows if r["origin"] != "baseline"), key=lambda r: (-r["fitness"], r["seq"]))[:k]
-    dpo = [r for r in rows if r["origin"] == "baseline" and r["name"].lower() == "dpo"]
+    from discovery.archive.candidate import Status
+
+    rows = campaign.db.all(status=Status.EVALUATED)
+    finalists = sorted((r for r in rows if not r.is_baseline), key=lambda r: (-r.fitness, r.seq))[:k]
+    dpo = [r for r in rows if r.is_dpo]
     try:
         campaign.evaluate_heldout(dpo + finalists)
     finally:

@@ -17,15 +17,12 @@ from discovery.errors import UserError
 
 
 def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
-    """The campaign's executor lines (absent keys: this machine's sandbox pool)."""
-    import yaml
+    """The campaign's executor lines (what `prefdisco run` evaluated with)."""
+    from discovery.archive.campaign_dir import CampaignDir
 
-    path = campaign_dir / "config.resolved.yaml"
-    if not path.exists():
-        raise UserError(f"{campaign_dir} is not a campaign directory (no config.resolved.yaml)")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    return {"kind": cfg.get("executor") or "local", "num_workers": int(cfg.get("workers") or 2),
-            "ray_address": cfg.get("ray_address"), "num_gpus_per_worker": float(cfg.get("num_gpus_per_worker") or 0)}
+    cfg = CampaignDir.open(campaign_dir).config()
+    return {"kind": cfg.executor, "num_workers": cfg.workers, "ray_address": cfg.ray_address,
+            "num_gpus_per_worker": cfg.num_gpus_per_worker}
 
 
 def register(app: typer.Typer) -> None:

@@ -17,18 +17,18 @@ TUNED_FIELDS = ("tuned_fitness", "tuned_fitness_se", "tuned_heldout", "tuned_hel
 
 
 def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
-    from discovery.archive.database import open_campaign_database
-
+    from discovery.archive.campaign_dir import CampaignDir
     from discovery.tuning.results import load_tuned_results
 
-    db = open_campaign_database(campaign_dir)
+    db = CampaignDir.open(campaign_dir).database()
     try:
         rows = db.leaderboard()
         tuned = load_tuned_results(db.url)  # {} until `prefdisco tune` has run
     finally:
         db.close()
     out = []
-    for r in rows:
+    for c in rows:
+        r = c.to_dict()
         item = {k: r[k] for k in LEADERBOARD_FIELDS}
         item["parents"] = item.pop("parent_ids")
         t = tuned.get(r["id"]) or {}
@@ -46,9 +46,9 @@ def format_score(x: Any, se: Any = None) -> str:
 
 def _print_tuning_claim(campaign_dir: Path) -> None:
     """The winner's claim against tuned DPO, as `prefdisco tune` stored it."""
-    from discovery.archive.database import open_campaign_database
+    from discovery.archive.campaign_dir import CampaignDir
 
-    db = open_campaign_database(campaign_dir)
+    db = CampaignDir.open(campaign_dir).database()
     try:
         claim = db.get_meta("tuning_claim")
     finally:
@@ -58,16 +58,17 @@ def _print_tuning_claim(campaign_dir: Path) -> None:
 
 
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
-    from discovery.archive.database import open_campaign_database
+    """One candidate as plain values (what `show --json` prints)."""
+    from discovery.archive.campaign_dir import CampaignDir
 
-    db = open_campaign_database(campaign_dir)
+    db = CampaignDir.open(campaign_dir).database()
     try:
         row = db.get(cid)
     finally:
         db.close()
     if row is None:
         raise UserError(f"no candidate {cid!r} in {campaign_dir}; list ids with `prefdisco leaderboard {campaign_dir}`")
-    return row
+    return row.to_dict()
 
 
 def register(app: typer.Typer) -> None:

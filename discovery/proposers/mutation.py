@@ -20,10 +20,12 @@ import math
 import random
 from typing import Callable
 
-from discovery.proposers.reply import CONTRACT_PARAMS, code_hash, count_nodes, sanitize_name
+from candidate_losses.contract import CONTRACT_ARGS
+from candidate_losses.source import code_hash, contract_function, count_nodes
 from discovery.config import MutationConfig
-from discovery.proposers.prompting import ProgramSummary, ProposalContext
 from discovery.proposers.base import Proposal
+from discovery.proposers.prompting import ProposalContext
+from discovery.proposers.reply import sanitize_name
 
 Z_EXPR = ("beta * ((policy_chosen_logps - reference_chosen_logps)"
           " - (policy_rejected_logps - reference_rejected_logps))")
@@ -73,12 +75,8 @@ class _Program:
     """A parsed single-function loss, with helpers to edit it in place."""
 
     def __init__(self, code: str):
-        tree = ast.parse(code)
-        funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-        if len(funcs) != 1:
-            raise ValueError("expected exactly one top-level function")
-        self.tree = tree
-        self.fn = funcs[0]
+        self.tree = ast.parse(code)
+        self.fn = contract_function(self.tree)  # ValueError unless exactly one contract function
         self.fn.decorator_list = []
 
     def code(self) -> str:
@@ -225,7 +223,7 @@ def _inline_body(code: str, prefix: str) -> tuple[list[ast.stmt], ast.expr] | No
     params = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
     defaults = dict(zip([a.arg for a in fn.args.args][::-1], fn.args.defaults[::-1]))
     defaults.update({a.arg: d for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None})
-    extra = [p for p in params if p not in CONTRACT_PARAMS]
+    extra = [p for p in params if p not in CONTRACT_ARGS]
     if any(p not in defaults for p in extra):
         return None
     local = {p for p in extra} | {
@@ -245,7 +243,7 @@ def crossover(code_a: str, code_b: str, name: str, rng: random.Random) -> tuple[
     b = _inline_body(code_b, "b_")
     if a is None or b is None:
         return None
-    params = ", ".join(CONTRACT_PARAMS)
+    params = ", ".join(CONTRACT_ARGS)
     fn = ast.parse(f"def {name}({params}):\n    pass").body[0]
     body: list[ast.stmt] = [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
                             *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1])]
@@ -331,7 +329,3 @@ class MutationProposer:
             )
         return None
 
-
-def summary_for(code: str, name: str = "p", id: str = "p") -> ProgramSummary:
-    """Convenience for tests and tools: wrap raw code as an archive program."""
-    return ProgramSummary(id=id, name=name, code=code)

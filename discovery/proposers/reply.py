@@ -1,18 +1,15 @@
-"""Text and AST plumbing for candidate code: pull code out of replies, normalise it, hash it.
+"""Pull the candidate out of a proposer's reply: thought, name and code (JSON first, then a fence).
 
-Nothing here executes candidate code: parsing with `ast` is safe, exec is not (that happens only
-inside sandbox workers).
+Nothing here executes candidate code; reading the code itself (contract function, hashing) is
+``candidate_losses.source``.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 
-from candidate_losses.contract import CONTRACT_ARGS as CONTRACT_PARAMS
 _FENCE = re.compile(r"```([a-zA-Z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 
@@ -86,79 +83,3 @@ def sanitize_name(name: str) -> str:
 def _function_name(code: str) -> str | None:
     m = re.search(r"def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", code)
     return m.group(1) if m else None
-
-
-class _Canonicalise(ast.NodeTransformer):
-    """Rename the function and its local names to positional placeholders, drop docstrings."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-
-    def _rename(self, name: str) -> str:
-        if name in CONTRACT_PARAMS:
-            return name
-        if name not in self.names:
-            self.names[name] = f"v{len(self.names)}"
-        return self.names[name]
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        node.name = "loss"
-        node.decorator_list = []
-        node.returns = None
-        if node.body and isinstance(node.body[0], ast.Expr) and isinstance(
-            getattr(node.body[0], "value", None), ast.Constant
-        ) and isinstance(node.body[0].value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-        self.generic_visit(node)
-        return node
-
-    def visit_arg(self, node: ast.arg) -> ast.AST:
-        node.arg = self._rename(node.arg)
-        node.annotation = None
-        return node
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if isinstance(node.ctx, ast.Store) or node.id in self.names:
-            node.id = self._rename(node.id)
-        return node
-
-
-def normalize_code(code: str) -> str:
-    """A formatting-, comment-, docstring- and naming-insensitive form of `code` (for hashing).
-
-    Unparseable code normalises to itself with whitespace collapsed, so it still hashes stably.
-    """
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return " ".join(code.split())
-    # Module docstring and type-only statements do not change behaviour.
-    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant))]
-    tree.body = body
-    tree = _Canonicalise().visit(tree)
-    ast.fix_missing_locations(tree)
-    return ast.unparse(tree)
-
-
-def code_hash(code: str) -> str:
-    return hashlib.sha256(normalize_code(code).encode()).hexdigest()[:32]
-
-
-def single_function(code: str) -> ast.FunctionDef | None:
-    """The module's one top-level function, or None if the code is not of that shape."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return None
-    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    others = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.Import, ast.ImportFrom, ast.Expr))]
-    if len(funcs) != 1 or others:
-        return None
-    return funcs[0]
-
-
-def count_nodes(code: str) -> int:
-    try:
-        return sum(1 for _ in ast.walk(ast.parse(code)))
-    except SyntaxError:
-        return 0

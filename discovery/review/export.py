@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 
 import prompts
-from candidate_losses.contract import CONTRACT_ARGS
+from candidate_losses import source
 from discovery.errors import UserError
 
 # Names the loss contract promises to candidate code without an import (see load_loss_from_source).
@@ -70,26 +70,9 @@ def class_name(name: str) -> str:
 def contract_function(code: str) -> ast.FunctionDef:
     """The one top-level function whose first five parameters are the contract's (never executed)."""
     try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        raise UserError(f"loss code does not parse (line {exc.lineno}: {exc.msg}); fix the source") from None
-    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    matching = [f for f in functions if tuple(a.arg for a in f.args.args[:5]) == CONTRACT_ARGS]
-    if len(matching) != 1:
-        raise UserError(
-            f"expected one top-level function taking ({', '.join(CONTRACT_ARGS)}, ...), found {len(matching)}"
-        )
-    return matching[0]
-
-
-def strip_decorators(code: str) -> str:
-    """Source without decorators on the contract function (registry losses carry ``@register``)."""
-    fn = contract_function(code)
-    if not fn.decorator_list:
-        return code
-    lines = code.splitlines(keepends=True)
-    first = min(d.lineno for d in fn.decorator_list) - 1
-    return "".join(lines[:first] + lines[fn.lineno - 1:])
+        return source.contract_function(code)
+    except source.LossSourceError as exc:
+        raise UserError(str(exc)) from None
 
 
 def undefined_names(code: str) -> list[str]:

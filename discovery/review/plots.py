@@ -12,7 +12,7 @@ import base64
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 from xml.sax.saxutils import escape
 
 PALETTE = {"candidate": "#1f5fbf", "dpo": "#555555", "bad": "#d62728", "warn": "#ff9f1c",
@@ -330,22 +330,22 @@ def evaluation_charts(runs: list[dict], dpo_runs: list[dict], name: str) -> list
     return out
 
 
-def fitness_over_time(rows: list[dict], dpo: dict | None) -> str:  # type: ignore[type-arg]
+def fitness_over_time(rows: list[Any], dpo: Any | None) -> str:
     """Fitness of each evaluated proposal in proposal order, the best so far, and DPO's level."""
-    proposals = [r for r in rows if r["origin"] != "baseline"]
+    proposals = [r for r in rows if not r.is_baseline]
     chart = Chart("fitness over the campaign", "candidates proposed (in order)", "fitness", width=760, height=300)
-    if dpo is not None and _finite(dpo.get("fitness")):
-        se = dpo.get("fitness_se") or 0.0
+    if dpo is not None and _finite(dpo.fitness):
+        se = dpo.fitness_se or 0.0
         if se:
-            chart.hband(dpo["fitness"] - se, dpo["fitness"] + se)
-        chart.hline(dpo["fitness"], label="DPO (± s.e.)")
+            chart.hband(dpo.fitness - se, dpo.fitness + se)
+        chart.hline(dpo.fitness, label="DPO (± s.e.)")
     xs, ys, es, best_x, best_y, best = [], [], [], [], [], None
     for i, r in enumerate(proposals, 1):
-        if r["status"] == "evaluated" and _finite(r.get("fitness")):
+        if r.status == "evaluated" and _finite(r.fitness):
             xs.append(i)
-            ys.append(r["fitness"])
-            es.append(r.get("fitness_se"))
-            best = r["fitness"] if best is None else max(best, r["fitness"])
+            ys.append(r.fitness)
+            es.append(r.fitness_se)
+            best = r.fitness if best is None else max(best, r.fitness)
         if best is not None:  # a step line: flat until a better candidate arrives
             if best_y and best != best_y[-1]:
                 best_x.append(i)
@@ -354,7 +354,7 @@ def fitness_over_time(rows: list[dict], dpo: dict | None) -> str:  # type: ignor
             best_y.append(best)
     chart.points(xs, ys, yerr=es, colour=PALETTE["candidate"], label="evaluated candidate (± s.e.)", opacity=0.75)
     chart.line(best_x, best_y, colour=PALETTE["good"], width=2.2, label="best so far")
-    if not xs and not (dpo and _finite(dpo.get("fitness"))):
+    if not xs and not (dpo and _finite(dpo.fitness)):
         chart.ylim = (0.0, 1.0)
     chart.xlim = (0.5, max(len(proposals), 1) + 0.5)
     return chart.data_uri()

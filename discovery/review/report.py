@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from discovery.archive.database import ProgramDatabase, evaluations, open_campaign_database
-from discovery.search.progress import read_log
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.archive.candidate import Candidate, Status, find_dpo
+from discovery.archive.database import ProgramDatabase, evaluations
 
 SUITE_STAGES = ("screen", "fitness", "heldout")
 TIMED_STAGES = ("probe", "screen", "fitness", "heldout")
@@ -148,7 +149,7 @@ class DiffView:
 class CandidatePage:
     """Everything one candidate's section shows."""
 
-    row: dict[str, Any]
+    row: Candidate
     stages: dict[str, dict[str, Any]]
     regions: ShapeRegions | None
     parents: list[str]
@@ -169,10 +170,10 @@ class CampaignReport:
     summary: dict[str, Any]
     status_counts: dict[str, int]
     failure_counts: dict[str, int]
-    leaderboard: list[dict[str, Any]]
-    others: list[dict[str, Any]]
+    leaderboard: list[Candidate]
+    others: list[Candidate]
     pages: list[CandidatePage]
-    dpo: dict[str, Any] | None
+    dpo: Candidate | None
     fitness_plot: str
     stage_seconds: dict[str, float]
     generated_at: str
@@ -184,14 +185,14 @@ def _runs(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "stage": s} for s in SUITE_STAGES for r in (stages.get(s) or {}).get("runs") or []]
 
 
-def _errors(row: dict[str, Any], stages: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def _errors(row: Candidate, stages: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    title = row["status"] + (f" — {row['failure_class']}" if row.get("failure_class") else "")
+    title = row.status + (f" — {row.failure_class}" if row.failure_class else "")
     static_errors = (stages.get("static") or {}).get("errors")
     if static_errors:  # the full list; the row's error repeats its first few
         out.append((f"{title} (static validation)", "\n".join(static_errors)))
-    elif row.get("error"):
-        out.append((title, row["error"]))
+    elif row.error:
+        out.append((title, row.error))
     probe = stages.get("probe") or {}
     if probe and not probe.get("ok", True):
         out.append((f"sandbox probe ({probe.get('failure_class')})", probe.get("message") or ""))
@@ -212,27 +213,27 @@ def _errors(row: dict[str, Any], stages: dict[str, dict[str, Any]]) -> list[tupl
     return unique
 
 
-def _diff(parent: dict[str, Any], row: dict[str, Any]) -> DiffView:
+def _diff(parent: Candidate, row: Candidate) -> DiffView:
     lines = []
-    for line in difflib.unified_diff((parent.get("code") or "").splitlines(), (row.get("code") or "").splitlines(),
-                                     fromfile=f"{parent['id']} ({parent['name']})", tofile=f"{row['id']} ({row['name']})",
+    for line in difflib.unified_diff((parent.code or "").splitlines(), (row.code or "").splitlines(),
+                                     fromfile=f"{parent.id} ({parent.name})", tofile=f"{row.id} ({row.name})",
                                      lineterm="", n=3):
         cls = ("meta" if line.startswith(("---", "+++")) else "hunk" if line.startswith("@@")
                else "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx")
         lines.append((cls, line))
-    return DiffView(parent["id"], lines)
+    return DiffView(parent.id, lines)
 
 
-def _ancestors(cid: str, by_id: dict[str, dict[str, Any]]) -> list[str]:
+def _ancestors(cid: str, by_id: dict[str, Candidate]) -> list[str]:
     seen: set[str] = set()
-    todo = list(by_id[cid]["parent_ids"]) if cid in by_id else []
+    todo = list(by_id[cid].parent_ids) if cid in by_id else []
     while todo:
         pid = todo.pop()
         if pid in seen or pid not in by_id:
             continue
         seen.add(pid)
-        todo.extend(by_id[pid]["parent_ids"])
-    return sorted(seen, key=lambda i: by_id[i]["seq"])
+        todo.extend(by_id[pid].parent_ids)
+    return sorted(seen, key=lambda i: by_id[i].seq)
 
 
 def _highlighter() -> Any:
@@ -256,14 +257,14 @@ def code_css() -> str:
 
 def gather(campaign_dir: str | Path) -> CampaignReport:
     """Read every record of a campaign (safe while it is still running) and build the plots."""
-    import yaml
-
+    from discovery.config import config_to_dict
     from discovery.review import plots
-
-    directory = Path(campaign_dir)
     from discovery.tuning.results import load_tuned_results
 
-    db = open_campaign_database(directory)
+    campaign = CampaignDir.open(campaign_dir)
+    directory = campaign.path
+    cfg = campaign.config()
+    db = campaign.database()
     try:
         rows = db.all()
         stage_results = read_stage_results(db)
@@ -271,73 +272,73 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
         tuning_claim = db.get_meta("tuning_claim") if tuned else None
     finally:
         db.close()
-    config = yaml.safe_load((directory / "config.resolved.yaml").read_text()) or {}
-    events = read_log(directory / "log.jsonl")
-    by_id = {r["id"]: r for r in rows}
+    events = campaign.events()
+    by_id = {r.id: r for r in rows}
     children: dict[str, list[str]] = collections.defaultdict(list)
     for r in rows:
-        for pid in r["parent_ids"]:
-            children[pid].append(r["id"])
-    dpo = next((r for r in rows if r["origin"] == "baseline" and r["name"].lower() == "dpo"), None)
-    dpo_runs = _runs(stage_results.get(dpo["id"], {})) if dpo else []
+        for pid in r.parent_ids:
+            children[pid].append(r.id)
+    dpo = find_dpo(rows)
+    dpo_runs = _runs(stage_results.get(dpo.id, {})) if dpo else []
 
-    proposals = [r for r in rows if r["origin"] != "baseline"]
-    evaluated = sorted((r for r in rows if r["status"] == "evaluated" and r["fitness"] is not None),
-                       key=lambda r: (-r["fitness"], r["seq"]))
-    others = [r for r in rows if r not in evaluated]
-    status_counts = dict(collections.Counter(r["status"] for r in proposals).most_common())
-    failure_counts = dict(collections.Counter(r["failure_class"] for r in proposals if r["failure_class"]).most_common())
+    proposals = [r for r in rows if not r.is_baseline]
+    evaluated = sorted((r for r in rows if r.status is Status.EVALUATED and r.fitness is not None),
+                       key=lambda r: (-r.fitness, r.seq))
+    ranked = {r.id for r in evaluated}
+    others = [r for r in rows if r.id not in ranked]
+    status_counts = dict(collections.Counter(r.status for r in proposals).most_common())
+    failure_counts = dict(collections.Counter(r.failure_class for r in proposals if r.failure_class).most_common())
     stage_seconds: dict[str, float] = collections.defaultdict(float)
     for r in rows:
-        for stage, secs in (r["timings"] or {}).items():
+        for stage, secs in (r.timings or {}).items():
             stage_seconds[stage] += float(secs or 0.0)
-    budget = config.get("budget") or {}
+    budget = cfg.budget
     ends = [e for e in events if e.get("event") in ("campaign_end", "interrupted", "campaign_start")]
     last = ends[-1] if ends else {}
     stopped_by = (last.get("stopped_by") if last.get("event") == "campaign_end"
                   else "interrupted (resume with prefdisco run --resume)" if last.get("event") == "interrupted"
                   else "still running or killed" if last else "unknown (no log)")
-    best = next((r for r in evaluated if r["origin"] != "baseline"), None)
+    best = next((r for r in evaluated if not r.is_baseline), None)
     summary = {
-        "proposed": len(proposals), "max_candidates": budget.get("max_candidates"),
-        "evaluated": sum(r["status"] == "evaluated" for r in proposals),
-        "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in proposals),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in proposals),
-        "completion_tokens": sum(r["completion_tokens"] for r in proposals),
-        "max_tokens": budget.get("max_tokens"),
-        "cost_usd": sum(r["cost_usd"] for r in proposals), "max_cost_usd": budget.get("max_cost_usd"),
-        "wall_time_s": active_wall_time(events), "max_wall_time_s": budget.get("max_wall_time_s"),
-        "stopped_by": stopped_by, "generations": max((r["generation"] for r in rows), default=0),
-        "best": best, "best_gain": (best["fitness"] - dpo["fitness"]) if best and dpo and dpo["fitness"] is not None else None,
-        "proposer": (config.get("proposer") or {}).get("kind"),
-        "models": [m.get("model") for m in ((config.get("proposer") or {}).get("llm") or {}).get("models") or []],
-        "suites": {s: (config.get("cascade") or {}).get(f"{s}_suite") for s in SUITE_STAGES},
-        "seed": config.get("seed"),
+        "proposed": len(proposals), "max_candidates": budget.max_candidates,
+        "evaluated": sum(r.status is Status.EVALUATED for r in proposals),
+        "tokens": sum(r.tokens for r in proposals),
+        "prompt_tokens": sum(r.prompt_tokens for r in proposals),
+        "completion_tokens": sum(r.completion_tokens for r in proposals),
+        "max_tokens": budget.max_tokens,
+        "cost_usd": sum(r.cost_usd for r in proposals), "max_cost_usd": budget.max_cost_usd,
+        "wall_time_s": active_wall_time(events), "max_wall_time_s": budget.max_wall_time_s,
+        "stopped_by": stopped_by, "generations": max((r.generation for r in rows), default=0),
+        "best": best, "best_gain": (best.fitness - dpo.fitness) if best and dpo and dpo.fitness is not None else None,
+        "proposer": cfg.proposer.kind,
+        "models": [m.model for m in cfg.proposer.llm.models],
+        "suites": {s: getattr(cfg.cascade, f"{s}_suite") for s in SUITE_STAGES},
+        "seed": cfg.seed,
     }
 
     highlight = _highlighter()
     pages = []
     for r in evaluated + others:
-        stages = stage_results.get(r["id"], {})
+        stages = stage_results.get(r.id, {})
         shape = (stages.get("probe") or {}).get("shape")
         regions = None
         page_plots: list[tuple[str, str]] = []
         if shape and shape.get("z") and shape.get("loss"):
             regions = shape_regions(shape["z"], shape["loss"], shape.get("dloss_dz"))
             page_plots.append(("loss shape versus beta*margin, with DPO",
-                               plots.shape_chart(shape["z"], shape["loss"], shape.get("dloss_dz"), regions, r["name"])))
+                               plots.shape_chart(shape["z"], shape["loss"], shape.get("dloss_dz"), regions, r.name)))
         runs = _runs(stages)
         if runs:
-            page_plots.extend(plots.evaluation_charts(runs, dpo_runs if r is not dpo else [], r["name"]))
-        per_task = ((r["metrics"] or {}).get("fitness") or {}).get("per_task") or {}
+            page_plots.extend(plots.evaluation_charts(runs, dpo_runs if r is not dpo else [], r.name))
+        per_task = ((r.metrics or {}).get("fitness") or {}).get("per_task") or {}
         pages.append(CandidatePage(
-            row=r, stages=stages, regions=regions, parents=list(r["parent_ids"]), children=children.get(r["id"], []),
-            ancestors=_ancestors(r["id"], by_id),
-            diffs=[_diff(by_id[p], r) for p in r["parent_ids"] if p in by_id and by_id[p].get("code") and r.get("code")],
+            row=r, stages=stages, regions=regions, parents=list(r.parent_ids), children=children.get(r.id, []),
+            ancestors=_ancestors(r.id, by_id),
+            diffs=[_diff(by_id[p], r) for p in r.parent_ids if p in by_id and by_id[p].code and r.code],
             errors=_errors(r, stages), plots=page_plots, per_task=per_task,
-            code_html=highlight(r["code"]) if highlight and r.get("code") else ""))
+            code_html=highlight(r.code) if highlight and r.code else ""))
     return CampaignReport(
-        directory=str(directory), name=str(config.get("name") or directory.name), config=config, summary=summary,
+        directory=str(directory), name=str(cfg.name or directory.name), config=config_to_dict(cfg), summary=summary,
         status_counts=status_counts, failure_counts=failure_counts, leaderboard=evaluated, others=others,
         pages=pages, dpo=dpo, fitness_plot=plots.fitness_over_time(rows, dpo), stage_seconds=dict(stage_seconds),
         generated_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), tuned=tuned, tuning_claim=tuning_claim)

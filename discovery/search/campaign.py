@@ -19,7 +19,6 @@ import concurrent.futures as cf
 import dataclasses
 import hashlib
 import math
-import os
 import random
 import threading
 import time
@@ -27,21 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from candidate_losses.source import code_hash, strip_decorators
 from discovery import crashpoints
-from discovery.search.cascade import Cascade, StageOutcome
-from discovery.proposers.reply import code_hash
-from discovery.config import CampaignConfig, config_from_dict, dump_config, resolve_paths
-from discovery.archive.database import ALL_ISLANDS, NewCandidate, ProgramDatabase, candidate_id, sequence_number
-from discovery.errors import UserError
-from discovery.search.progress import CampaignLog, ProgressView
-from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.archive.candidate import (ALL_ISLANDS, REPAIRABLE, Candidate, Origin, Stage, Status,
+                                         find_dpo)
+from discovery.archive.database import candidate_id, sequence_number
+from discovery.config import CampaignConfig, resolve_paths
 from discovery.proposers import Proposal, Proposer, make_proposer
-
-CONFIG_FILE = "config.resolved.yaml"
-DB_FILE = "campaign.db"
-LOG_FILE = "log.jsonl"
-REPAIRABLE = {"extraction", "syntax", "contract", "unsafe", "non_finite", "wrong_shape", "no_gradient",
-              "mutates_input"}
+from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
+from discovery.search.cascade import SEARCH_STAGES, Cascade, StageOutcome, next_stage
+from discovery.search.progress import ProgressView
 
 
 def derive_seed(*parts: Any) -> int:
@@ -49,23 +44,19 @@ def derive_seed(*parts: Any) -> int:
 
 
 def baseline_code(source: str) -> str:
-    """A registered baseline's source as standalone candidate code (decorators dropped)."""
-    tree = ast.parse(source)
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
-            node.decorator_list = []
-    return ast.unparse(tree) + "\n"
+    """A registered baseline's source as standalone candidate code (decorators dropped, reformatted)."""
+    return ast.unparse(ast.parse(strip_decorators(source))) + "\n"
 
 
-def summary_of(row: dict[str, Any]) -> ProgramSummary:
-    """Archive row -> what a proposer may see. Held-out columns are deliberately not copied."""
-    fitness_metrics = (row.get("metrics") or {}).get("fitness") or {}
+def summary_of(c: Candidate) -> ProgramSummary:
+    """Archive candidate -> what a proposer may see. Held-out columns are deliberately not copied."""
+    fitness_metrics = (c.metrics or {}).get("fitness") or {}
     return ProgramSummary(
-        id=row["id"], name=row["name"], code=row["code"] or "", fitness=row["fitness"],
-        fitness_se=row["fitness_se"], screen_fitness=row["screen_fitness"],
+        id=c.id, name=c.name, code=c.code or "", fitness=c.fitness,
+        fitness_se=c.fitness_se, screen_fitness=c.screen_fitness,
         metrics={k: v for k, v in (fitness_metrics.get("per_task") or {}).items() if v is not None},
-        behaviour=row.get("behaviour") or "", generation=row["generation"], proposer=row["proposer"],
-        thought=(row.get("thought") or "")[:400],
+        behaviour=c.behaviour or "", generation=c.generation, proposer=c.proposer,
+        thought=(c.thought or "")[:400],
     )
 
 
@@ -86,12 +77,14 @@ class CampaignResult:
 class Campaign:
     """One campaign directory. Build with `Campaign.create(config, dir)` or `Campaign.resume(dir)`."""
 
-    def __init__(self, config: CampaignConfig, out_dir: Path, *, pool: Any = None, proposer: Proposer | None = None,
+    def __init__(self, directory: CampaignDir, *, pool: Any = None, proposer: Proposer | None = None,
                  validate: Any = None, progress: ProgressView | None = None):
+        config = directory.config()
+        self.dir = directory
         self.config = config
-        self.out_dir = Path(out_dir)
-        self.db = ProgramDatabase(config.database.url or f"sqlite:///{self.out_dir / DB_FILE}")
-        self.log = CampaignLog(self.out_dir / LOG_FILE)
+        self.out_dir = directory.path
+        self.db = directory.database()
+        self.log = directory.log()
         self._own_pool = pool is None
         if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
             from discovery.executors import make_executor
@@ -100,10 +93,7 @@ class Campaign:
                                  num_gpus_per_worker=config.num_gpus_per_worker)
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer)
-        cascade_cfg = config.cascade
-        if not cascade_cfg.cache_dir:  # resolve here: sandbox workers get a stripped environment
-            cascade_cfg = dataclasses.replace(cascade_cfg)
-            cascade_cfg.cache_dir = os.environ.get("PREFDISCO_CACHE") or str(Path.home() / ".cache" / "prefdisco")
+        cascade_cfg = dataclasses.replace(config.cascade, cache_dir=directory.cache_dir())
         self.cascade = Cascade(pool, cascade_cfg, validate=validate)
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
@@ -116,22 +106,12 @@ class Campaign:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def create(cls, config: CampaignConfig, out_dir: str | Path, **kwargs: Any) -> "Campaign":
-        out = Path(out_dir)
-        if (out / DB_FILE).exists() or (out / CONFIG_FILE).exists():
-            raise UserError(f"{out} already holds a campaign; use `prefdisco run --resume {out}` or another --out")
         resolve_paths(config, Path.cwd())
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(dump_config(config))
-        return cls(config, out, **kwargs)
+        return cls(CampaignDir.create(out_dir, config), **kwargs)
 
     @classmethod
     def resume(cls, out_dir: str | Path, **kwargs: Any) -> "Campaign":
-        import yaml
-
-        out = Path(out_dir)
-        if not (out / CONFIG_FILE).exists():
-            raise UserError(f"{out} is not a campaign directory (no {CONFIG_FILE}); start one with `prefdisco run CONFIG`")
-        return cls(config_from_dict(yaml.safe_load((out / CONFIG_FILE).read_text())), out, **kwargs)
+        return cls(CampaignDir.open(out_dir), **kwargs)
 
     def close(self) -> None:
         """Stop threads and workers; on interrupt, kill in-flight jobs rather than wait for them."""
@@ -215,10 +195,10 @@ class Campaign:
         b = self.config.budget
         if b.max_wall_time_s is not None and time.time() - self.started > b.max_wall_time_s:
             return "budget: wall time"
-        rows = [r for r in self.db.all() if r["origin"] != "baseline"]
-        if b.max_tokens is not None and sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) >= b.max_tokens:
+        rows = [r for r in self.db.all() if not r.is_baseline]
+        if b.max_tokens is not None and sum(r.tokens for r in rows) >= b.max_tokens:
             return "budget: tokens"
-        if b.max_cost_usd is not None and sum(r["cost_usd"] for r in rows) >= b.max_cost_usd:
+        if b.max_cost_usd is not None and sum(r.cost_usd for r in rows) >= b.max_cost_usd:
             return "budget: cost"
         return None
 
@@ -230,18 +210,18 @@ class Campaign:
             spec = get_loss(name)
             code = baseline_code(spec.source)
             mutable = not self.cascade.validate(code)
-            self.db.add_candidate(NewCandidate(
-                id=candidate_id(0, slot, origin="baseline"), seq=sequence_number(0, slot), generation=0,
-                slot=slot, island=ALL_ISLANDS, origin="baseline", name=spec.name, code=code,
+            self.db.add_candidate(Candidate(
+                id=candidate_id(0, slot, origin=Origin.BASELINE), seq=sequence_number(0, slot), generation=0,
+                slot=slot, island=ALL_ISLANDS, origin=Origin.BASELINE, name=spec.name, code=code,
                 code_hash=code_hash(code), parent_ids=[], proposer="baseline", thought=spec.summary,
                 mutable=mutable))
 
     def _propose_generation(self, g: int, slots: int, visible: int) -> bool:
         """Record proposals for every slot of generation g (slots already recorded are kept)."""
         cfg = self.config
-        existing = {r["slot"] for r in self.db.all(generation=g)}
+        existing = {r.slot for r in self.db.all(generation=g)}
         repairs = self._repair_targets(g, visible) if cfg.proposer.llm.repair else []
-        dpo = next((r for r in self.db.all(generation=0) if r["name"].lower() == "dpo"), None)
+        dpo = self.db.dpo()
         for slot in range(slots):
             if slot in existing:
                 continue
@@ -256,48 +236,48 @@ class Campaign:
                 target = repairs[slot]
                 proposals = self.proposer.repair(RepairContext(  # type: ignore[attr-defined]
                     generation=g, seed=seed, failed=summary_of(target),
-                    failure_class=target["failure_class"], message=target["error"] or ""))
-                origin = "repair"
-                island = target["island"] if target["island"] != ALL_ISLANDS else island
+                    failure_class=target.failure_class, message=target.error or ""))
+                origin = Origin.REPAIR
+                island = target.island if target.island != ALL_ISLANDS else island
             else:
                 parents = self.db.select_parents(island, visible, g, rng, k=2, lam=cfg.database.selection_lambda)
-                chosen = {p["id"] for p in parents}
+                chosen = {p.id for p in parents}
                 members = sorted(self.db.island_members(island, visible),
-                                 key=lambda r: (-(r["fitness"] if r["fitness"] is not None else -math.inf), r["seq"]))
-                inspirations = [summary_of(r) for r in members if r["id"] not in chosen][: cfg.proposer.inspirations]
+                                 key=lambda r: (-(r.fitness if r.fitness is not None else -math.inf), r.seq))
+                inspirations = [summary_of(r) for r in members if r.id not in chosen][: cfg.proposer.inspirations]
                 context = ProposalContext(
                     generation=g, island=island, slot=slot, seed=seed, parents=[summary_of(p) for p in parents],
-                    inspirations=inspirations, dpo_fitness=dpo["fitness"] if dpo else None,
+                    inspirations=inspirations, dpo_fitness=dpo.fitness if dpo else None,
                     samples=cfg.proposer.llm.samples if cfg.proposer.kind == "llm" else 1)
                 proposals = self.proposer.propose(context) if context.parents else []
-                origin = "proposal"
+                origin = Origin.PROPOSAL
             crashpoints.maybe_crash("proposal")
             for k, proposal in enumerate(proposals):
                 self._record_proposal(g, slot, k, island, origin, proposal)
         return True
 
-    def _repair_targets(self, g: int, visible: int) -> list[dict[str, Any]]:
+    def _repair_targets(self, g: int, visible: int) -> list[Candidate]:
         if not hasattr(self.proposer, "repair"):
             return []
-        repaired = {pid for r in self.db.all(max_generation=g - 1) if r["origin"] == "repair" for pid in r["parent_ids"]}
-        failed = [r for r in self.db.all(max_generation=visible, status="failed")
-                  if r["origin"] == "proposal" and r["failure_class"] in REPAIRABLE and r["id"] not in repaired
-                  and r["generation"] >= 1]
+        repaired = {pid for r in self.db.all(max_generation=g - 1) if r.origin is Origin.REPAIR for pid in r.parent_ids}
+        failed = [r for r in self.db.all(max_generation=visible, status=Status.FAILED)
+                  if r.origin is Origin.PROPOSAL and r.failure_class in REPAIRABLE and r.id not in repaired
+                  and r.generation >= 1]
         return failed[: self.config.generation_size // 2]
 
-    def _record_proposal(self, g: int, slot: int, k: int, island: int, origin: str, p: Proposal) -> None:
+    def _record_proposal(self, g: int, slot: int, k: int, island: int, origin: Origin, p: Proposal) -> None:
         cid = candidate_id(g, slot, k, origin=origin)
         seq = sequence_number(g, slot, k)
         h = code_hash(p.code) if p.code else None
         dup = self.db.first_with("code_hash", h, before_seq=seq) if h else None
-        status, failure, error = "pending", None, p.error
+        status, error = Status.PENDING, p.error
         if dup is not None:
-            status, error = "duplicate", f"same normalised code as {dup['id']}"
-        inserted = self.db.add_candidate(NewCandidate(
+            status, error = Status.DUPLICATE, f"same normalised code as {dup.id}"
+        inserted = self.db.add_candidate(Candidate(
             id=cid, seq=seq, generation=g, slot=slot, island=island, origin=origin, name=p.name, code=p.code,
             code_hash=h, parent_ids=p.parent_ids, proposer=p.proposer, thought=p.thought,
             prompt_tokens=p.prompt_tokens, completion_tokens=p.completion_tokens, cost_usd=p.cost_usd,
-            status=status, failure_class=failure, error=error, duplicate_of=dup["id"] if dup else None))
+            status=status, error=error, duplicate_of=dup.id if dup else None))
         if inserted:
             self.log.event("proposed", id=cid, name=p.name, proposer=p.proposer, parents=p.parent_ids,
                            status=status, tokens=p.prompt_tokens + p.completion_tokens)
@@ -305,8 +285,8 @@ class Campaign:
     # ---- evaluation ---------------------------------------------------------------------------
     def _evaluate_generation(self, g: int) -> None:
         try:
-            rows = [r for r in self.db.all(generation=g) if r["status"] == "pending"]
-            list(self._stages.map(self._early_stages, rows))
+            rows = self.db.all(generation=g, status=Status.PENDING)
+            list(self._stages.map(lambda c: self._advance(c, through=Stage.PROBE), rows))
             if g > 0:
                 self._probed.setdefault(g - 1, threading.Event()).wait()
                 self._dedupe_by_fingerprint(g)
@@ -314,88 +294,67 @@ class Campaign:
             self._probed.setdefault(g, threading.Event()).set()
         if self._stop.is_set():
             return
-        rows = [r for r in self.db.all(generation=g) if r["status"] == "pending"]
-        list(self._stages.map(self._late_stages, rows))
+        rows = self.db.all(generation=g, status=Status.PENDING)
+        list(self._stages.map(lambda c: self._advance(c, through=Stage.FITNESS), rows))
         self.log.event("generation_done", generation=g)
 
-    def _record(self, row: dict[str, Any], out: StageOutcome, updates: dict[str, Any]) -> None:
+    def _advance(self, c: Candidate, *, through: Stage) -> None:
+        """Run the candidate's next stages, as the cascade decides, up to ``through``; each is
+        recorded before the next starts (so a resume continues from the last recorded one)."""
+        while not self._stop.is_set():
+            stage = next_stage(c)
+            if stage is None or SEARCH_STAGES.index(stage) > SEARCH_STAGES.index(through):
+                return
+            out, updates = self.cascade.run(c, stage, self.db.dpo() if stage is Stage.SCREEN else None)
+            self._record(c, out, updates)
+
+    def _record(self, c: Candidate, out: StageOutcome, updates: dict[str, Any]) -> None:
         if self._stop.is_set():
             return  # results computed while shutting down are dropped, never half-recorded
-        if not out.ok and row["origin"] != "baseline":
-            updates.update(status="failed", failure_class=out.failure_class, error=out.message[:4000])
-        if out.metrics:
-            updates["metrics"] = out.metrics
-        if self.db.record_stage(row["id"], out.stage, result=out.result, wall_time_s=out.wall_time_s, updates=updates):
-            self.log.event("stage_done", id=row["id"], stage=out.stage, ok=out.ok, failure_class=out.failure_class,
+        if self.db.record_stage(c.id, out.stage, result=out.result, wall_time_s=out.wall_time_s, updates=updates):
+            self.log.event("stage_done", id=c.id, stage=out.stage, ok=out.ok, failure_class=out.failure_class,
                            value=out.value, wall_time_s=round(out.wall_time_s, 4))
-        row.update(updates, stage=out.stage)
-
-    def _early_stages(self, row: dict[str, Any]) -> None:
-        baseline = row["origin"] == "baseline"
-        if row["stage"] == "" and not self._stop.is_set():
-            out = StageOutcome("static", True) if baseline else self.cascade.static(row["code"])
-            self._record(row, out, {})
-        if row["status"] == "pending" and row["stage"] == "static" and not self._stop.is_set():
-            out = self.cascade.probe(row["code"])
-            self._record(row, out, {"fingerprint": out.fingerprint, "behaviour": out.behaviour})
+        metrics = updates.pop("metrics", None)
+        if metrics is not None:
+            c.metrics = {**c.metrics, out.stage.value: metrics}
+        for key, value in updates.items():
+            setattr(c, key, value)
+        c.stage = out.stage
 
     def _dedupe_by_fingerprint(self, g: int) -> None:
         if not self.config.database.fingerprint_dedupe:
             return
-        for row in self.db.all(generation=g, status="pending"):
-            if not row["fingerprint"]:
+        for row in self.db.all(generation=g, status=Status.PENDING):
+            if not row.fingerprint:
                 continue
-            first = self.db.first_with("fingerprint", row["fingerprint"], before_seq=row["seq"])
+            first = self.db.first_with("fingerprint", row.fingerprint, before_seq=row.seq)
             if first is not None:
-                self.db.update(row["id"], status="duplicate", duplicate_of=first["id"],
-                               error=f"same behaviour fingerprint as {first['id']}")
-                self.log.event("duplicate", id=row["id"], of=first["id"], by="fingerprint")
-
-    def _dpo(self, column: str) -> float | None:
-        dpo = next((r for r in self.db.all(generation=0) if r["name"].lower() == "dpo"), None)
-        return dpo[column] if dpo else None
-
-    def _late_stages(self, row: dict[str, Any]) -> None:
-        baseline = row["origin"] == "baseline"
-        code, name = (None, row["name"]) if baseline else (row["code"], row["name"])
-        if row["status"] == "pending" and row["stage"] == "probe" and not self._stop.is_set():
-            out = self.cascade.suite("screen", code, loss_name=name)
-            updates: dict[str, Any] = {"screen_fitness": out.value}
-            dpo = self._dpo("screen_fitness")
-            if out.ok and not baseline and dpo is not None and not self.cascade.passes_screen(out.value, dpo):
-                updates.update(status="gated", error=f"screen {out.value:.4f} below DPO gate (DPO {dpo:.4f})")
-            self._record(row, out, updates)
-        if row["status"] == "pending" and row["stage"] == "screen" and not self._stop.is_set():
-            out = self.cascade.suite("fitness", code, loss_name=name)
-            updates = {"fitness": out.value, "fitness_se": out.value_se}
-            if out.ok or baseline:
-                updates["status"] = "evaluated" if out.ok else "failed"
-            self._record(row, out, updates)
+                self.db.update(row.id, status=Status.DUPLICATE, duplicate_of=first.id,
+                               error=f"same behaviour fingerprint as {first.id}")
+                self.log.event("duplicate", id=row.id, of=first.id, by="fingerprint")
 
     def _heldout(self) -> None:
         """Finalists (top-k discovered) and DPO get the held-out suite; never shown to proposers."""
         k = self.config.cascade.heldout_top_k
         if k <= 0:
             return
-        rows = self.db.all(status="evaluated")
-        finalists = sorted((r for r in rows if r["origin"] != "baseline" and r["fitness"] is not None),
-                           key=lambda r: (-r["fitness"], r["seq"]))[:k]
-        baselines = sorted((r for r in rows if r["origin"] == "baseline" and r["fitness"] is not None),
-                           key=lambda r: (r["name"].lower() != "dpo", -r["fitness"], r["seq"]))[:2]
+        rows = self.db.all(status=Status.EVALUATED)
+        finalists = sorted((r for r in rows if not r.is_baseline and r.fitness is not None),
+                           key=lambda r: (-r.fitness, r.seq))[:k]
+        baselines = sorted((r for r in rows if r.is_baseline and r.fitness is not None),
+                           key=lambda r: (not r.is_dpo, -r.fitness, r.seq))[:2]
         self.evaluate_heldout(baselines + finalists)  # DPO and the best other baseline, for comparison
 
-    def evaluate_heldout(self, rows: list[dict[str, Any]]) -> None:
-        todo = [r for r in rows if self.db.stage_result(r["id"], "heldout") is None]
+    def evaluate_heldout(self, rows: list[Candidate]) -> None:
+        todo = [r for r in rows if self.db.stage_result(r.id, Stage.HELDOUT) is None]
 
-        def one(row: dict[str, Any]) -> None:
-            baseline = row["origin"] == "baseline"
-            out = self.cascade.suite("heldout", None if baseline else row["code"], loss_name=row["name"])
+        def one(c: Candidate) -> None:
+            out, updates = self.cascade.run(c, Stage.HELDOUT)
             if self._stop.is_set():
                 return
-            if self.db.record_stage(row["id"], "heldout", result=out.result, wall_time_s=out.wall_time_s,
-                                    updates={"heldout": out.value, "heldout_se": out.value_se,
-                                             "metrics": out.metrics}):
-                self.log.event("stage_done", id=row["id"], stage="heldout", ok=out.ok, value=out.value,
+            if self.db.record_stage(c.id, Stage.HELDOUT, result=out.result, wall_time_s=out.wall_time_s,
+                                    updates=updates):
+                self.log.event("stage_done", id=c.id, stage=Stage.HELDOUT, ok=out.ok, value=out.value,
                                wall_time_s=round(out.wall_time_s, 4))
 
         list(self._stages.map(one, todo))
@@ -403,15 +362,15 @@ class Campaign:
     # ---- summary ------------------------------------------------------------------------------
     def result(self, stopped_by: str) -> CampaignResult:
         rows = self.db.all()
-        proposals = [r for r in rows if r["origin"] != "baseline"]
-        best = max((r for r in proposals if r["fitness"] is not None and r["status"] == "evaluated"),
-                   key=lambda r: (r["fitness"], -r["seq"]), default=None)
-        dpo = next((r for r in rows if r["origin"] == "baseline" and r["name"].lower() == "dpo"), None)
+        proposals = [r for r in rows if not r.is_baseline]
+        best = max((r for r in proposals if r.fitness is not None and r.status is Status.EVALUATED),
+                   key=lambda r: (r.fitness, -r.seq), default=None)
+        dpo = find_dpo(rows)
         return CampaignResult(
             out_dir=self.out_dir, candidates=len(proposals),
-            evaluated=sum(r["status"] == "evaluated" for r in proposals),
-            best_id=best["id"] if best else None, best_fitness=best["fitness"] if best else None,
-            best_fitness_se=best["fitness_se"] if best else None,
-            dpo_fitness=dpo["fitness"] if dpo else None, dpo_fitness_se=dpo["fitness_se"] if dpo else None,
+            evaluated=sum(r.status is Status.EVALUATED for r in proposals),
+            best_id=best.id if best else None, best_fitness=best.fitness if best else None,
+            best_fitness_se=best.fitness_se if best else None,
+            dpo_fitness=dpo.fitness if dpo else None, dpo_fitness_se=dpo.fitness_se if dpo else None,
             stopped_by=stopped_by, wall_time_s=time.time() - self.started,
         )

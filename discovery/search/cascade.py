@@ -4,9 +4,11 @@
       -> screen suite (bandit tier)  -- gated: >= DPO's screen score - margin
       -> fitness suite (tinylm tier) -> [held-out suite, finalists only, never shown to proposers]
 
-Each stage returns a `StageOutcome`; the campaign records it in one transaction. The cascade
-holds no state of its own besides the pool, so any stage can be (re)run after a resume.
-Candidate code reaches only `validate_source` (parse, never exec) and the sandbox pool.
+The cascade owns the stage machine: `next_stage` says what a candidate runs next, and `run` runs
+it and returns the `StageOutcome` together with the candidate's new state (status, scores); the
+campaign records both in one transaction. The cascade holds no state of its own besides the pool,
+so any stage can be (re)run after a resume. Candidate code reaches only `validate_source` (parse,
+never exec) and the sandbox pool.
 """
 
 from __future__ import annotations
@@ -15,10 +17,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from discovery.archive.candidate import Candidate, FailureClass, Stage, Status
 from discovery.config import CascadeConfig
 from discovery.crashpoints import maybe_crash
 
 EVALUATE_JOB = "evaluators.jobs:evaluate_job"
+SEARCH_STAGES = (Stage.STATIC, Stage.PROBE, Stage.SCREEN, Stage.FITNESS)  # every candidate, in order
+
+
+def next_stage(candidate: Candidate) -> Stage | None:
+    """The stage a candidate runs next: the one after its last finished stage, while it is pending."""
+    if candidate.status is not Status.PENDING:
+        return None
+    if candidate.stage is Stage.NONE:
+        return SEARCH_STAGES[0]
+    if candidate.stage not in SEARCH_STAGES or candidate.stage is SEARCH_STAGES[-1]:
+        return None
+    return SEARCH_STAGES[SEARCH_STAGES.index(candidate.stage) + 1]
 
 
 class Pool(Protocol):
@@ -28,7 +43,7 @@ class Pool(Protocol):
 
 @dataclass
 class StageOutcome:
-    stage: str
+    stage: Stage
     ok: bool
     failure_class: str | None = None
     message: str = ""
@@ -104,7 +119,7 @@ class Cascade:
     def static(self, code: str | None) -> StageOutcome:
         start = time.perf_counter()
         if not code:
-            return StageOutcome("static", False, "extraction", "no code could be extracted from the reply",
+            return StageOutcome(Stage.STATIC, False, FailureClass.EXTRACTION, "no code could be extracted from the reply",
                                 wall_time_s=time.perf_counter() - start)
         errors = self.validate(code)
         took = time.perf_counter() - start
@@ -112,9 +127,9 @@ class Cascade:
             first = errors[0]
             kind = getattr(first, "kind", None) or getattr(first, "failure_class", None) or "contract"
             message = "; ".join(str(e) for e in errors[:3])
-            return StageOutcome("static", False, str(kind), message, result={"errors": [str(e) for e in errors]},
+            return StageOutcome(Stage.STATIC, False, str(kind), message, result={"errors": [str(e) for e in errors]},
                                 wall_time_s=took)
-        return StageOutcome("static", True, wall_time_s=took)
+        return StageOutcome(Stage.STATIC, True, wall_time_s=took)
 
     def probe(self, code: str) -> StageOutcome:
         start = time.perf_counter()
@@ -122,16 +137,16 @@ class Cascade:
         took = getattr(res, "wall_time_s", None) or (time.perf_counter() - start)
         raw = res.to_dict() if hasattr(res, "to_dict") else dict(res.__dict__)
         return StageOutcome(
-            "probe", bool(res.ok), None if res.ok else (res.failure_class or "crash"), res.message or "",
+            Stage.PROBE, bool(res.ok), None if res.ok else (res.failure_class or "crash"), res.message or "",
             fingerprint=res.fingerprint, behaviour=describe_shape(res.shape),
             metrics={"fingerprint": res.fingerprint}, result=raw, wall_time_s=float(took),
         )
 
-    def suite(self, stage: str, code: str | None, *, loss_name: str = "candidate") -> StageOutcome:
-        """Evaluate on the suite for `stage` ("screen" | "fitness" | "heldout") in the sandbox."""
+    def suite(self, stage: Stage, code: str | None, *, loss_name: str = "candidate") -> StageOutcome:
+        """Evaluate on the suite for `stage` (screen | fitness | heldout) in the sandbox."""
         cfg = self.config
-        suite = {"screen": cfg.screen_suite, "fitness": cfg.fitness_suite, "heldout": cfg.heldout_suite}[stage]
-        seeds = {"screen": cfg.screen_seeds, "fitness": cfg.fitness_seeds, "heldout": cfg.heldout_seeds}[stage]
+        suite = {Stage.SCREEN: cfg.screen_suite, Stage.FITNESS: cfg.fitness_suite, Stage.HELDOUT: cfg.heldout_suite}[stage]
+        seeds = {Stage.SCREEN: cfg.screen_seeds, Stage.FITNESS: cfg.fitness_seeds, Stage.HELDOUT: cfg.heldout_seeds}[stage]
         kwargs: dict[str, Any] = {"suite": suite, "loss_name": loss_name}
         if seeds is not None:
             kwargs["seeds"] = seeds
@@ -154,7 +169,7 @@ class Cascade:
         fitness = value.get("fitness")
         summary = suite_summary(value)
         if fitness is None:
-            return StageOutcome(stage, False, "non_finite", f"{suite} suite fitness is not finite",
+            return StageOutcome(stage, False, FailureClass.NON_FINITE, f"{suite} suite fitness is not finite",
                                 metrics=summary, result=value, wall_time_s=took)
         return StageOutcome(stage, True, value=float(fitness), value_se=value.get("fitness_se"),
                             metrics=summary, result=value, wall_time_s=took)
@@ -162,3 +177,40 @@ class Cascade:
     def passes_screen(self, value: float, dpo_value: float) -> bool:
         """Relative gate: at least DPO's screen score minus `screen_margin` x |DPO's score|."""
         return value >= dpo_value - self.config.screen_margin * max(abs(dpo_value), 1e-6)
+
+    def run(self, c: Candidate, stage: Stage, dpo: Candidate | None = None) -> tuple[StageOutcome, dict[str, Any]]:
+        """Run ``stage`` for ``c``; return its outcome and the candidate's new state (the transition).
+
+        Baselines run the suites by name (their registered code, never the stored text) and are never
+        failed for the search's sake; a discovered candidate that fails any search stage is ``failed``
+        with the stage's failure class, one below DPO's screen gate is ``gated``, one with a fitness
+        is ``evaluated``. ``dpo`` is the DPO baseline as recorded so far (the screen gate needs it).
+        """
+        baseline = c.is_baseline
+        updates: dict[str, Any] = {}
+        if stage is Stage.STATIC:
+            out = StageOutcome(Stage.STATIC, True) if baseline else self.static(c.code)
+        elif stage is Stage.PROBE:
+            out = self.probe(c.code or "")
+            updates.update(fingerprint=out.fingerprint, behaviour=out.behaviour)
+        elif stage is Stage.SCREEN:
+            out = self.suite(stage, None if baseline else c.code, loss_name=c.name)
+            updates["screen_fitness"] = out.value
+            gate = dpo.screen_fitness if dpo is not None else None
+            if out.ok and not baseline and gate is not None and not self.passes_screen(out.value, gate):
+                updates.update(status=Status.GATED, error=f"screen {out.value:.4f} below DPO gate (DPO {gate:.4f})")
+        elif stage is Stage.FITNESS:
+            out = self.suite(stage, None if baseline else c.code, loss_name=c.name)
+            updates.update(fitness=out.value, fitness_se=out.value_se)
+            if out.ok or baseline:
+                updates["status"] = Status.EVALUATED if out.ok else Status.FAILED
+        elif stage is Stage.HELDOUT:  # finalists only; a failure leaves the candidate's status alone
+            out = self.suite(stage, None if baseline else c.code, loss_name=c.name)
+            return out, {"heldout": out.value, "heldout_se": out.value_se, "metrics": out.metrics}
+        else:
+            raise ValueError(f"no stage {stage!r}")
+        if not out.ok and not baseline:
+            updates.update(status=Status.FAILED, failure_class=out.failure_class, error=out.message[:4000])
+        if out.metrics:
+            updates["metrics"] = out.metrics
+        return out, updates

@@ -1,11 +1,8 @@
-"""Structured log (log.jsonl) and the live rich progress view of a running campaign."""
+"""The live rich progress view of a running campaign (the event log is ``discovery.archive.log``)."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -13,31 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-
-class CampaignLog:
-    """Append-only JSON lines; one event per line, flushed and fsynced so a kill loses at most one."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def event(self, event: str, **data: Any) -> None:
-        line = json.dumps({"t": round(time.time(), 3), "event": event, **data}, default=str)
-        with self._lock, open(self.path, "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by kill -9
-    return out
+from discovery.archive.candidate import Candidate, Status, find_dpo
 
 
 class ProgressView:
@@ -60,37 +33,37 @@ class ProgressView:
             self._live.__exit__(*exc)
             self._live = None
 
-    def update(self, rows: list[dict[str, Any]], *, generation: int, note: str = "") -> None:
+    def update(self, rows: list[Candidate], *, generation: int, note: str = "") -> None:
         if self._live is None:
             return
         self._live.update(render_status(rows, generation=generation, elapsed_s=time.time() - self.started,
                                         note=note))
 
 
-def render_status(rows: list[dict[str, Any]], *, generation: int, elapsed_s: float, note: str = "") -> Group:
-    proposals = [r for r in rows if r["origin"] != "baseline"]
-    done = [r for r in proposals if r["status"] != "pending"]
-    dpo = next((r for r in rows if r["origin"] == "baseline" and r["name"].lower() == "dpo"), None)
-    best = max((r for r in proposals if r["fitness"] is not None), key=lambda r: r["fitness"], default=None)
+def render_status(rows: list[Candidate], *, generation: int, elapsed_s: float, note: str = "") -> Group:
+    proposals = [r for r in rows if not r.is_baseline]
+    done = [r for r in proposals if r.status is not Status.PENDING]
+    dpo = find_dpo(rows)
+    best = max((r for r in proposals if r.fitness is not None), key=lambda r: r.fitness, default=None)
     failures: dict[str, int] = {}
     for r in proposals:
-        if r["status"] == "failed":
-            failures[r["failure_class"] or "?"] = failures.get(r["failure_class"] or "?", 0) + 1
+        if r.status is Status.FAILED:
+            failures[r.failure_class or "?"] = failures.get(r.failure_class or "?", 0) + 1
     table = Table(title=f"prefdisco campaign — generation {generation}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    fmt = lambda r: "—" if r is None or r["fitness"] is None else f"{r['fitness']:.4f} ± {r['fitness_se'] or 0:.4f}"
+    fmt = lambda r: "—" if r is None or r.fitness is None else f"{r.fitness:.4f} ± {r.fitness_se or 0:.4f}"  # noqa: E731
     table.add_row("DPO fitness", fmt(dpo))
-    table.add_row("best discovered", (f"{best['name']} ({best['id']}) " if best else "") + fmt(best))
+    table.add_row("best discovered", (f"{best.name} ({best.id}) " if best else "") + fmt(best))
     minutes = max(elapsed_s / 60.0, 1e-9)
     table.add_row("candidates", f"{len(done)}/{len(proposals)} finished, {len(done) / minutes:.1f}/min")
     status_counts: dict[str, int] = {}
     for r in proposals:
-        status_counts[r["status"]] = status_counts.get(r["status"], 0) + 1
+        status_counts[r.status] = status_counts.get(r.status, 0) + 1
     table.add_row("status", ", ".join(f"{k} {v}" for k, v in sorted(status_counts.items())) or "—")
     table.add_row("failures", ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "none")
-    tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in proposals)
-    cost = sum(r["cost_usd"] for r in proposals)
+    tokens = sum(r.tokens for r in proposals)
+    cost = sum(r.cost_usd for r in proposals)
     table.add_row("LLM tokens / cost", f"{tokens} / ${cost:.4f}")
     parts: list[Any] = [table]
     if note:

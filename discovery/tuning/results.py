@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from discovery.archive.candidate import Origin, is_dpo
+
 tuning_metadata = sa.MetaData()
 tuned_results = sa.Table(
     "tuned_results", tuning_metadata,
@@ -67,8 +69,8 @@ def load_tuned_result(engine: sa.engine.Engine, candidate_id: str) -> TunedResul
 
 def claim(results: list[TunedResult]) -> dict[str, Any]:
     """The winner's claim, made against tuned DPO (not DPO at its default beta)."""
-    dpo = next((r for r in results if r.origin == "baseline" and r.name.lower() == "dpo"), None)
-    found = [r for r in results if r.origin != "baseline" and r.tuned_fitness is not None]
+    dpo = next((r for r in results if is_dpo(r.origin, r.name)), None)
+    found = [r for r in results if r.origin != Origin.BASELINE and r.tuned_fitness is not None]
     if dpo is None or dpo.tuned_fitness is None or not found:
         return {"winner": None, "text": "no tuned candidate to compare with tuned DPO"}
     w = max(found, key=lambda r: r.tuned_fitness)  # type: ignore[arg-type, return-value]

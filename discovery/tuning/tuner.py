@@ -20,23 +20,21 @@ the same number of trials over beta, learning rate and its own keyword constants
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures as cf
 import math
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from candidate_losses.source import keyword_hyperparameters
+from discovery.archive.candidate import Status, is_dpo
 from discovery.crashpoints import maybe_crash
 from discovery.tuning.scaled_suite import TUNE_JOB
 from discovery.tuning.results import (TunedResult, claim, load_tuned_result, load_tuned_results,  # noqa: F401
                                       save_tuned_result, tuning_metadata)
 
-CONTRACT = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
-            "reference_rejected_logps", "beta")
 
 
 @dataclass
@@ -69,29 +67,6 @@ class TuningTarget:
     untuned_fitness_se: float | None
     untuned_heldout: float | None
     untuned_heldout_se: float | None
-
-
-def keyword_hyperparameters(code: str) -> dict[str, float | int]:
-    """Numeric keyword defaults of the loss function in `code` (parsed, never executed)."""
-    tree = ast.parse(code)
-    fns = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    fn = next((f for f in fns if [a.arg for a in f.args.args[:5]] == list(CONTRACT)), fns[0] if fns else None)
-    if fn is None:
-        return {}
-    out: dict[str, float | int] = {}
-    positional = fn.args.args[len(fn.args.args) - len(fn.args.defaults):] if fn.args.defaults else []
-    pairs = list(zip(positional, fn.args.defaults)) + [
-        (a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None]
-    for arg, default in pairs:
-        if arg.arg in CONTRACT:
-            continue
-        try:
-            value = ast.literal_eval(default)
-        except ValueError:
-            continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[arg.arg] = value
-    return out
 
 
 def suite_reference(suite: Any) -> tuple[float, float | None]:
@@ -153,24 +128,22 @@ class Tuner:
     """Tunes the finalists and baselines of one campaign directory through an executor."""
 
     def __init__(self, campaign_dir: str | Path, config: TuningConfig, executor: Any):
-        import yaml
-
-        from discovery.archive.database import open_campaign_database
+        from discovery.archive.campaign_dir import CampaignDir
         from evaluators.suites import load_suite
 
-        self.dir = Path(campaign_dir)
+        campaign = CampaignDir.open(campaign_dir)
+        self.dir = campaign.path
         self.config = config
         self.executor = executor
-        self.campaign = yaml.safe_load((self.dir / "config.resolved.yaml").read_text()) or {}
-        self.db = open_campaign_database(self.dir)
+        self.campaign = campaign.config()
+        self.db = campaign.database()
         tuning_metadata.create_all(self.db.engine)
-        cascade = self.campaign.get("cascade") or {}
-        self.fitness_suite = cascade.get("fitness_suite") or "fitness"
-        self.heldout_suite = cascade.get("heldout_suite") or "heldout"
-        self.fitness_seeds = cascade.get("fitness_seeds")
-        self.heldout_seeds = cascade.get("heldout_seeds")
-        self.cache_dir = cascade.get("cache_dir") or os.environ.get("PREFDISCO_CACHE") or str(
-            Path.home() / ".cache" / "prefdisco")
+        cascade = self.campaign.cascade
+        self.fitness_suite = cascade.fitness_suite
+        self.heldout_suite = cascade.heldout_suite
+        self.fitness_seeds = cascade.fitness_seeds
+        self.heldout_seeds = cascade.heldout_seeds
+        self.cache_dir = campaign.cache_dir()
         suite = load_suite(self.fitness_suite)
         suite = suite.with_overrides(seeds=self.fitness_seeds) if self.fitness_seeds else suite
         self.failure_score = float(suite.scoring.failure_score)
@@ -183,18 +156,17 @@ class Tuner:
     def targets(self) -> list[TuningTarget]:
         from candidate_losses import get_loss
 
-        rows = [r for r in self.db.all(status="evaluated") if r["fitness"] is not None]
+        rows = [r for r in self.db.all(status=Status.EVALUATED) if r.fitness is not None]
         wanted = None if self.config.baselines is None else {b.lower() for b in self.config.baselines} | {"dpo"}
-        baselines = [r for r in rows if r["origin"] == "baseline" and (wanted is None or r["name"].lower() in wanted)]
-        finalists = sorted((r for r in rows if r["origin"] != "baseline"),
-                           key=lambda r: (-r["fitness"], r["seq"]))[: self.config.top_k]
+        baselines = [r for r in rows if r.is_baseline and (wanted is None or r.name.lower() in wanted)]
+        finalists = sorted((r for r in rows if not r.is_baseline),
+                           key=lambda r: (-r.fitness, r.seq))[: self.config.top_k]
         out = []
         for r in baselines + finalists:
-            baseline = r["origin"] == "baseline"
-            hyper = dict(get_loss(r["name"]).hyperparameters) if baseline else keyword_hyperparameters(r["code"])
-            out.append(TuningTarget(r["id"], r["name"], r["origin"], None if baseline else r["code"], hyper,
-                                    r["fitness"], r["fitness_se"], r["heldout"], r["heldout_se"]))
-        if not any(t.name.lower() == "dpo" for t in out):
+            hyper = dict(get_loss(r.name).hyperparameters) if r.is_baseline else keyword_hyperparameters(r.code)
+            out.append(TuningTarget(r.id, r.name, str(r.origin), None if r.is_baseline else r.code, hyper,
+                                    r.fitness, r.fitness_se, r.heldout, r.heldout_se))
+        if not any(is_dpo(t.origin, t.name) for t in out):
             from discovery.errors import UserError
 
             raise UserError(f"{self.dir}: DPO has no fitness in this campaign; run or resume the campaign first")
@@ -228,7 +200,7 @@ class Tuner:
                 grace_period=self.config.grace_period_s, **kwargs)
 
     def study_name(self, target: TuningTarget) -> str:
-        return f"{self.campaign.get('name', 'campaign')}/tune/{Path(self.fitness_suite).stem}/{target.candidate_id}"
+        return f"{self.campaign.name}/tune/{Path(self.fitness_suite).stem}/{target.candidate_id}"
 
     def _job(self, target: TuningTarget, suite: str, params: dict[str, Any], *, seeds: int | None,
              seed_index: int | None) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from discovery.proposers.reply import normalize_code
+from candidate_losses.source import normalize_code
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules next to the tests (test server)
 

@@ -14,8 +14,9 @@ import pytest
 from conftest import FakePool
 from discovery.search.campaign import Campaign
 from discovery.config import config_from_dict
-from discovery.archive.database import open_campaign_database
-from discovery.search.progress import ProgressView, read_log
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.archive.log import read_log
+from discovery.search.progress import ProgressView
 from discovery.proposers.base import Proposal
 from discovery.sandbox import validate_source
 from fake_campaign_main import CONFIG
@@ -27,9 +28,9 @@ ARCHIVE_FIELDS = ("id", "name", "code", "code_hash", "fingerprint", "parent_ids"
 
 
 def archive(out: Path) -> list[tuple]:
-    db = open_campaign_database(out)
+    db = CampaignDir.open(out).database()
     try:
-        return [tuple(str(r[k]) for k in ARCHIVE_FIELDS) for r in db.all()]
+        return [tuple(str(getattr(r, k)) for k in ARCHIVE_FIELDS) for r in db.all()]
     finally:
         db.close()
 
@@ -87,8 +88,8 @@ def test_every_outcome_is_recorded(tmp_path):
     pool = FakePool()
     Campaign.create(cfg, tmp_path, pool=pool, proposer=ScriptedProposer(codes), validate=validate_source,
                     progress=ProgressView(enabled=False)).run()
-    rows = {r["id"]: r for r in open_campaign_database(tmp_path).all()}
-    got = {cid: (r["status"], r["failure_class"], r["duplicate_of"]) for cid, r in rows.items()}
+    rows = {r.id: r for r in CampaignDir.open(tmp_path).database().all()}
+    got = {cid: (r.status, r.failure_class, r.duplicate_of) for cid, r in rows.items()}
     assert got["g001-s00"] == ("evaluated", None, None)
     assert got["g001-s01"] == ("failed", "syntax", None)
     assert got["g001-s02"] == ("duplicate", None, "g001-s00")
@@ -99,8 +100,8 @@ def test_every_outcome_is_recorded(tmp_path):
     # duplicates and static failures never reach the sandbox; nothing is evaluated twice
     probed = [c for kind, c in pool.calls if kind == "probe"]
     assert "def broken(:\n    pass\n" not in probed and len(probed) == len(set(probed))
-    assert rows["g001-s00"]["heldout"] is not None or rows["g001-s06"]["heldout"] is not None
-    assert rows["base-00"]["heldout"] is not None  # DPO gets the held-out suite for comparison
+    assert rows["g001-s00"].heldout is not None or rows["g001-s06"].heldout is not None
+    assert rows["base-00"].heldout is not None  # DPO gets the held-out suite for comparison
 
 
 def _stage_events(out: Path) -> collections.Counter:
@@ -121,9 +122,9 @@ def _run_main(out: Path, *, resume: bool, crash: str | None = None, calls: Path 
 
 def _committed_evaluations(out: Path) -> set[tuple[str, str]]:
     """(suite-or-probe, code-or-baseline-name) of every stage result committed to the database."""
-    db = open_campaign_database(out)
+    db = CampaignDir.open(out).database()
     try:
-        rows = {r["id"]: r for r in db.all()}
+        rows = {r.id: r for r in db.all()}
         with db.engine.connect() as conn:
             pairs = conn.execute(__import__("sqlalchemy").text("SELECT candidate_id, stage FROM evaluations")).all()
     finally:
@@ -133,7 +134,7 @@ def _committed_evaluations(out: Path) -> set[tuple[str, str]]:
         row = rows[cid]
         if stage == "static":
             continue  # in-process AST check, not a sandbox call
-        key = row["name"] if row["origin"] == "baseline" and stage != "probe" else row["code"]
+        key = row.name if row.origin == "baseline" and stage != "probe" else row.code
         out_set.add((stage, key))
     return out_set
 
@@ -165,14 +166,14 @@ def test_kill9_then_resume_loses_and_redoes_nothing(tmp_path, reference, crash):
 
 def test_screen_gate_relative_to_dpo_stops_weak_candidates_early(tmp_path):
     run_fake(tmp_path / "g", **{"cascade": {"screen_margin": 0.0, "heldout_top_k": 0}})
-    rows = open_campaign_database(tmp_path / "g").all()
-    dpo = next(r for r in rows if r["name"] == "dpo")
-    gated = [r for r in rows if r["status"] == "gated"]
-    passed = [r for r in rows if r["status"] == "evaluated" and r["origin"] != "baseline"]
+    rows = CampaignDir.open(tmp_path / "g").database().all()
+    dpo = next(r for r in rows if r.name == "dpo")
+    gated = [r for r in rows if r.status == "gated"]
+    passed = [r for r in rows if r.status == "evaluated" and r.origin != "baseline"]
     assert gated and passed
-    assert all(r["screen_fitness"] < dpo["screen_fitness"] and r["fitness"] is None and r["stage"] == "screen"
+    assert all(r.screen_fitness < dpo.screen_fitness and r.fitness is None and r.stage == "screen"
                for r in gated)
-    assert all(r["screen_fitness"] >= dpo["screen_fitness"] for r in passed)
+    assert all(r.screen_fitness >= dpo.screen_fitness for r in passed)
 
 
 @pytest.mark.slow
@@ -205,7 +206,7 @@ def test_views_and_live_status_render(tmp_path):
     missing = runner.invoke(app, ["show", str(tmp_path / "v"), "nope"])
     assert missing.exit_code != 0 and "no candidate" in str(missing.exception)
     console = Console(record=True, width=120)
-    console.print(render_status(open_campaign_database(tmp_path / "v").all(), generation=1, elapsed_s=60.0))
+    console.print(render_status(CampaignDir.open(tmp_path / "v").database().all(), generation=1, elapsed_s=60.0))
     text = console.export_text()
     assert "DPO fitness" in text and "best discovered" in text and "4/4 finished" in text
     line = describe_shape({"z": [-2.0, 0.0, 2.0], "loss": [2.1, 0.69, 0.13], "dloss_dz": [-0.9, -0.5, -0.1]})
@@ -229,4 +230,4 @@ def test_token_budget_stops_proposing(tmp_path):
     result = Campaign.create(cfg, tmp_path, pool=FakePool(), proposer=CostlyProposer(codes),
                              validate=validate_source, progress=ProgressView(enabled=False)).run()
     assert result.stopped_by == "budget: tokens" and result.candidates == 5
-    assert all(r["status"] != "pending" for r in open_campaign_database(tmp_path).all())
+    assert all(r.status != "pending" for r in CampaignDir.open(tmp_path).database().all())

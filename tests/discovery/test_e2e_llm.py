@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from discovery.search.campaign import Campaign
 from discovery.commands import app
 from discovery.config import config_from_dict
-from discovery.archive.database import open_campaign_database
+from discovery.archive.campaign_dir import CampaignDir
 from discovery.search.progress import ProgressView
 from openai_test_server import ScriptedOpenAIServer, Status, json_reply
 
@@ -72,24 +72,24 @@ def test_campaign_against_scripted_openai_server_records_every_outcome(tmp_path)
                                    progress=ProgressView(enabled=False))
         result = campaign.run()
     assert server.answers[:3] == [200, 429, 200]
-    rows = {r["id"]: r for r in open_campaign_database(out).all()}
-    outcome = {cid: (r["name"], r["status"], r["failure_class"]) for cid, r in rows.items()}
+    rows = {r.id: r for r in CampaignDir.open(out).database().all()}
+    outcome = {cid: (r.name, r.status, r.failure_class) for cid, r in rows.items()}
     assert outcome["g001-s00"] == ("unparsed", "failed", "extraction")
     assert outcome["g001-s01"] == ("scaled", "evaluated", None)
     assert outcome["g001-s02"][1:] == ("failed", "syntax")
     assert outcome["g001-s03"] == ("sneaky", "failed", "unsafe")
     assert outcome["g001-s04"] == ("mdsmooth", "evaluated", None)
-    assert outcome["g001-s05"][1] == "duplicate" and rows["g001-s05"]["duplicate_of"] == "g001-s01"
+    assert outcome["g001-s05"][1] == "duplicate" and rows["g001-s05"].duplicate_of == "g001-s01"
     # generation 2: both slots repair earlier failures (one retry each), with the error shown to the model
-    assert rows["g002-s00-r"]["parent_ids"] == ["g001-s00"] and rows["g002-s01-r"]["parent_ids"] == ["g001-s02"]
-    assert all(rows[c]["status"] == "evaluated" for c in ("g002-s00-r", "g002-s01-r"))
+    assert rows["g002-s00-r"].parent_ids == ["g001-s00"] and rows["g002-s01-r"].parent_ids == ["g001-s02"]
+    assert all(rows[c].status == "evaluated" for c in ("g002-s00-r", "g002-s01-r"))
     repair_prompts = [r["messages"][-1]["content"] for r in server.requests if "rejected before" in r["messages"][-1]["content"]]
     assert any("Failure class: syntax" in p for p in repair_prompts)
     # accounting, baselines, held-out finalists
     scaled = rows["g001-s01"]
-    assert scaled["prompt_tokens"] > 0 and scaled["cost_usd"] > 0 and scaled["fitness_se"] is not None
-    assert rows["base-00"]["fitness"] is not None and rows["base-00"]["heldout"] is not None
-    assert sum(r["heldout"] is not None for r in rows.values() if r["origin"] != "baseline") == 2
+    assert scaled.prompt_tokens > 0 and scaled.cost_usd > 0 and scaled.fitness_se is not None
+    assert rows["base-00"].fitness is not None and rows["base-00"].heldout is not None
+    assert sum(r.heldout is not None for r in rows.values() if r.origin != "baseline") == 2
     assert result.candidates == 8 and result.best_id is not None
     assert not any("held" in json.dumps(req).lower() for req in server.requests)  # never shown to the LLM
 
@@ -145,11 +145,11 @@ def test_cli_kill9_during_real_sandbox_evaluation_then_resume(tmp_path):
     config.write_text(yaml.safe_dump(mutation_config(11)))
     assert _cli(["run", str(config), "--out", str(tmp_path / "ref")]) == 0
     assert _cli(["run", str(config), "--out", str(tmp_path / "cut")], crash="evaluation:8") == -9
-    db = open_campaign_database(tmp_path / "cut")
+    db = CampaignDir.open(tmp_path / "cut").database()
     evaluations_before = db.count_evaluations()
     db.close()
     assert 0 < evaluations_before  # killed mid-campaign, after some stages were recorded
     assert _cli(["run", "--resume", str(tmp_path / "cut")]) == 0
     assert archive(tmp_path / "cut") == archive(tmp_path / "ref")
-    db = open_campaign_database(tmp_path / "cut")
-    assert db.count_evaluations() == open_campaign_database(tmp_path / "ref").count_evaluations()
+    db = CampaignDir.open(tmp_path / "cut").database()
+    assert db.count_evaluations() == CampaignDir.open(tmp_path / "ref").database().count_evaluations()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from candidate_losses import get_loss, load_loss_from_source
+from candidate_losses.source import strip_decorators
 from discovery.errors import UserError
 from discovery.review.export import (
     ExportableLoss,
@@ -28,7 +29,6 @@ from discovery.review.export import (
     render_function_module,
     render_trl_module,
     safe_identifier,
-    strip_decorators,
     undefined_names,
 )
 
@@ -158,15 +158,16 @@ def test_promote_registers_itself_with_provenance(tmp_path, monkeypatch):
 
 @pytest.fixture
 def campaign_dir(tmp_path):
-    from discovery.archive.database import NewCandidate, ProgramDatabase
+    from discovery.archive.campaign_dir import CampaignDir
+    from discovery.archive.candidate import Candidate
+    from discovery.config import CampaignConfig
 
     directory = tmp_path / "campaign"
-    directory.mkdir()
-    db = ProgramDatabase(f"sqlite:///{directory / 'campaign.db'}")
+    db = CampaignDir.create(directory, CampaignConfig()).database()
     for cid, status, code in (("g001-s00", "evaluated", GATED_LOSS), ("g001-s01", "failed", GATED_LOSS)):
-        db.add_candidate(NewCandidate(id=cid, seq=1_000_000 + int(cid[-1]), generation=1, slot=int(cid[-1]),
-                                      island=0, origin="proposal", name="Gated Blend", code=code, code_hash=None,
-                                      parent_ids=["base-00"], proposer="llm", thought="blend two losses"))
+        db.add_candidate(Candidate(id=cid, seq=1_000_000 + int(cid[-1]), generation=1, slot=int(cid[-1]),
+                                   island=0, origin="proposal", name="Gated Blend", code=code, code_hash=None,
+                                   parent_ids=["base-00"], proposer="llm", thought="blend two losses"))
         db.update(cid, status=status, fitness=0.8, fitness_se=0.01)
     db.close()
     return directory

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from discovery.search.campaign import summary_of
-from discovery.archive.database import NewCandidate, ProgramDatabase
+from discovery.archive.candidate import Candidate
+from discovery.archive.database import ProgramDatabase
 from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext, render_propose, render_repair, render_system
 
 CODE = "def a(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))\n"
@@ -31,8 +32,8 @@ def test_propose_prompt_shows_parents_fitness_breakdown_and_behaviour():
 def test_heldout_scores_never_reach_the_prompt(tmp_path):
     assert "heldout" not in {f.name for f in dataclasses.fields(ProgramSummary)}
     db = ProgramDatabase(f"sqlite:///{tmp_path / 'c.db'}")
-    db.add_candidate(NewCandidate(id="g001-s00", seq=1, generation=1, slot=0, island=0, origin="proposal",
-                                  name="secretive", code=CODE, code_hash="h", parent_ids=[], proposer="t"))
+    db.add_candidate(Candidate(id="g001-s00", seq=1, generation=1, slot=0, island=0, origin="proposal",
+                               name="secretive", code=CODE, code_hash="h", parent_ids=[], proposer="t"))
     db.update("g001-s00", status="evaluated", fitness=0.5, fitness_se=0.01, heldout=0.987654, heldout_se=0.0456789,
               metrics={"fitness": {"per_task": {"t1": 0.5}}, "heldout": {"per_task": {"t_held": 0.987654}}})
     row = db.get("g001-s00")

@@ -6,7 +6,8 @@ import ast
 
 import pytest
 
-from discovery.proposers.reply import code_hash, extract_reply, normalize_code
+from candidate_losses.source import code_hash, normalize_code
+from discovery.proposers.reply import extract_reply
 from discovery.config import LLMConfig, ModelEndpoint, MutationConfig
 from discovery.errors import UserError
 from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext

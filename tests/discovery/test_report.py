@@ -105,15 +105,15 @@ def fake_campaign(tmp_path: Path) -> Path:
 
 
 def test_report_covers_every_candidate_and_stays_offline(fake_campaign: Path):
-    from discovery.archive.database import open_campaign_database
+    from discovery.archive.campaign_dir import CampaignDir
 
-    rows = open_campaign_database(fake_campaign).all()
+    rows = CampaignDir.open(fake_campaign).database().all()
     report = gather(fake_campaign)
     html = render_html(report)
     for r in rows:
-        assert f'id="c-{r["id"]}"' in html
-    evaluated = {r["id"] for r in rows if r["status"] == "evaluated"}
-    assert {r["id"] for r in report.leaderboard} == evaluated
+        assert f'id="c-{r.id}"' in html
+    evaluated = {r.id for r in rows if r.status == "evaluated"}
+    assert {r.id for r in report.leaderboard} == evaluated
     assert report.summary["proposed"] == 6
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from the network
     assert html.count('<img src="data:image/svg+xml;base64,') >= 1 + len(evaluated)
@@ -167,11 +167,11 @@ def real_campaign(tmp_path_factory) -> Path:
 def test_real_campaign_report_in_chromium(real_campaign: Path, browser):
     from selenium.webdriver.common.by import By
 
-    from discovery.archive.database import open_campaign_database
+    from discovery.archive.campaign_dir import CampaignDir
 
-    rows = open_campaign_database(real_campaign).all()
-    evaluated = {r["id"] for r in rows if r["status"] == "evaluated"}
-    assert {"failed", "duplicate"} <= {r["status"] for r in rows} and len(evaluated) >= 4
+    rows = CampaignDir.open(real_campaign).database().all()
+    evaluated = {r.id for r in rows if r.status == "evaluated"}
+    assert {"failed", "duplicate"} <= {r.status for r in rows} and len(evaluated) >= 4
     summary = write_report(real_campaign)
     assert summary.wall_time_s < 20
 

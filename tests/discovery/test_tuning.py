@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from discovery.tuning.tuner import combine_seeds, keyword_hyperparameters, load_tuned_results
+from candidate_losses.source import keyword_hyperparameters
+from discovery.tuning.results import load_tuned_results
+from discovery.tuning.tuner import combine_seeds
 from discovery.tuning.scaled_suite import scaled_suite
 from evaluators.metrics import aggregate
 from evaluators.suites import load_suite
