@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def measure(campaign_dir: Path) -> dict:
     import sqlalchemy as sa
-    import yaml
 
     from discovery.archive.campaign_dir import CampaignDir
 
@@ -66,10 +65,10 @@ def measure(campaign_dir: Path) -> dict:
         s["training_s"] = round(s["training_s"], 2)
     stage_total = sum(s["stage_time_s"] for s in by_stage.values())
     capacity = wall * workers
-    proposals = [c for c in candidates if c["origin"] != "baseline"]
+    proposals = [c for c in candidates if not c.is_baseline]
     statuses: dict[str, int] = {}
     for c in proposals:
-        statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+        statuses[str(c.status)] = statuses.get(str(c.status), 0) + 1
     return {
         "campaign": str(campaign_dir), "workers": workers, "wall_time_s": round(wall, 1),
         "candidates": len(proposals), "candidates_per_min": round(len(proposals) / (wall / 60.0), 2),

@@ -66,13 +66,9 @@ def hyperparameters_of(fn: LossFn) -> dict[str, float]:
 
 def function_source(fn: LossFn) -> str:
     """The function's own source without decorators: standalone code for the sandbox and the archive."""
-    import ast
+    from candidate_losses.source import strip_decorators
 
-    src = textwrap.dedent(inspect.getsource(fn))
-    node = ast.parse(src).body[0]
-    assert isinstance(node, ast.FunctionDef)
-    lines = src.splitlines(keepends=True)
-    return "".join(lines[node.lineno - 1 :]).rstrip() + "\n"
+    return strip_decorators(textwrap.dedent(inspect.getsource(fn))).rstrip() + "\n"
 
 
 def spec_from_function(

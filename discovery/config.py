@@ -10,16 +10,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from discovery.errors import UserError
-from evaluators.typed_config import build_dataclass, read_yaml_file
+from evaluators.typed_config import Config, build_dataclass, read_yaml_file
 
 
 @dataclass
-class ModelEndpoint:
+class ModelEndpoint(Config):
     """One OpenAI-compatible model; several make a weighted ensemble."""
 
     model: str = "gpt-4o-mini"
@@ -31,7 +31,7 @@ class ModelEndpoint:
 
 
 @dataclass
-class LLMConfig:
+class LLMConfig(Config):
     """LLMProposer settings; used when `proposer.kind` is "llm"."""
 
     models: list[ModelEndpoint] = field(default_factory=lambda: [ModelEndpoint()])
@@ -46,7 +46,7 @@ class LLMConfig:
 
 
 @dataclass
-class MutationConfig:
+class MutationConfig(Config):
     """MutationProposer settings (offline, no LLM)."""
 
     crossover_rate: float = 0.3  # probability of gate-mixing two parents instead of mutating one
@@ -56,15 +56,15 @@ class MutationConfig:
 
 
 @dataclass
-class ProposerConfig:
-    kind: str = "mutation"  # "mutation" (offline default) or "llm"
+class ProposerConfig(Config):
+    kind: Literal["mutation", "llm"] = "mutation"  # offline mutation (default), or an LLM over the openai client
     inspirations: int = 2  # extra archive programs shown besides the parent(s)
     llm: LLMConfig = field(default_factory=LLMConfig)
     mutation: MutationConfig = field(default_factory=MutationConfig)
 
 
 @dataclass
-class DatabaseConfig:
+class DatabaseConfig(Config):
     # None: sqlite:///<campaign dir>/campaign.db. A PostgreSQL URL (postgresql+psycopg://user@host:5432/db,
     # `pip install prefdisco[postgres]`) lets several drivers, `prefdisco tune` and dashboards share one archive.
     url: str | None = None
@@ -75,7 +75,7 @@ class DatabaseConfig:
 
 
 @dataclass
-class CascadeConfig:
+class CascadeConfig(Config):
     """Stages and their gates; thresholds are relative to DPO's score on the same suite."""
 
     screen_suite: str = "screen"
@@ -91,7 +91,7 @@ class CascadeConfig:
 
 
 @dataclass
-class BudgetConfig:
+class BudgetConfig(Config):
     max_candidates: int = 40  # proposals (baselines excluded)
     max_wall_time_s: float | None = None
     max_tokens: int | None = None  # LLM prompt + completion tokens
@@ -99,7 +99,7 @@ class BudgetConfig:
 
 
 @dataclass
-class CampaignConfig:
+class CampaignConfig(Config):
     """A discovery campaign: what to search from, how to propose, how to evaluate, when to stop."""
 
     name: str = "campaign"
@@ -108,7 +108,7 @@ class CampaignConfig:
     generation_size: int = 4  # proposals per generation
     pipeline_lag: int = 1  # generation g sees the archive up to g-1-lag: evaluate while proposing
     workers: int = 2  # sandboxed evaluation workers (local processes, or Ray actors)
-    executor: str = "local"  # where evaluations run: "local" (this machine's sandbox pool) or "ray"
+    executor: Literal["local", "ray"] = "local"  # where evaluations run: this machine's sandbox pool, or Ray
     ray_address: str | None = None  # executor ray: None starts a local cluster; "auto" / "ray://host:10001" joins one
     num_gpus_per_worker: float = 0.0  # ray: each actor's num_gpus; local: > 0 means one worker per visible GPU
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
@@ -116,22 +116,19 @@ class CampaignConfig:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
+    def check(self) -> None:
+        if self.generation_size < 1 or self.workers < 1:
+            raise ValueError("generation_size and workers must be >= 1")
+        if "dpo" not in [b.lower() for b in self.baselines]:
+            raise ValueError("baselines must include 'dpo' (every stage's gate is relative to DPO)")
+
 
 def _build(cls: type, data: Any, where: str) -> Any:
     return build_dataclass(cls, data, where, UserError)
 
 
 def config_from_dict(data: dict[str, Any] | None) -> CampaignConfig:
-    cfg = _build(CampaignConfig, data or {}, "")
-    if cfg.executor not in ("local", "ray"):
-        raise UserError(f"executor: {cfg.executor!r} is not one of 'local', 'ray'")
-    if cfg.proposer.kind not in ("mutation", "llm"):
-        raise UserError(f"proposer.kind: {cfg.proposer.kind!r} is not one of 'mutation', 'llm'")
-    if cfg.generation_size < 1 or cfg.workers < 1:
-        raise UserError("generation_size and workers must be >= 1")
-    if "dpo" not in [b.lower() for b in cfg.baselines]:
-        raise UserError("baselines must include 'dpo' (every stage's gate is relative to DPO)")
-    return cfg
+    return _build(CampaignConfig, data or {}, "")
 
 
 def load_config(path: str | Path) -> CampaignConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -22,10 +22,11 @@ import torch
 from evaluators.results import RunResult
 from evaluators.suites import RunSpec
 from evaluators.training import bradley_terry_labels, run_seed, train_preference
+from evaluators.typed_config import Config, build_dataclass
 
 
 @dataclass(frozen=True)
-class BanditConfig:
+class BanditConfig(Config):
     prompts: int = 256             # contexts
     responses: int = 16            # candidate responses per context
     pairs: int = 4096              # training preference pairs (sampled from the reference)
@@ -41,14 +42,11 @@ class BanditConfig:
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> "BanditConfig":
+        """One flat config from a group's task_params, ``bandit:`` and ``train:`` sections."""
         raw = dict(spec.task_params)
         raw.update(spec.config.get("bandit", {}))
         raw.update(spec.config.get("train", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"bandit: unknown config keys {sorted(unknown)}")
-        return cls(**raw)
+        return build_dataclass(cls, raw, "bandit")
 
 
 def _problem(cfg: BanditConfig, seed: int) -> dict[str, torch.Tensor]:

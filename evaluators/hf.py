@@ -17,23 +17,23 @@ trains and generates, and the parent calls ``apply_judge`` on the returned dict.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from evaluators.judges import JudgeConfig, PairwiseJudge
+from evaluators.judges import LLMJudgeConfig, PairwiseJudge
 from evaluators.results import RunResult
+from evaluators.typed_config import Config, build_dataclass
 
 LossFn = Callable[..., Any]
 
 
 @dataclass
-class HFTierConfig:
+class HFTierConfig(Config):
     """Every knob of the hf tier, with defaults sized for a small model on one GPU."""
 
     model: str = ""  # causal LM: local directory or hub id (policy init and frozen reference)
@@ -55,7 +55,7 @@ class HFTierConfig:
     loss_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword hyper-parameters of the loss
     precompute_ref_log_probs: bool = False  # True frees the reference model's memory while training
     seed: int = 0
-    device: str = "auto"  # "auto" (GPU if available), "cpu" or "cuda"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: GPU if available
     bf16: bool = False
     logging_steps: int = 10
     output_dir: str | None = None  # keep TRL's output (and the model, with save_model) here
@@ -69,19 +69,12 @@ class HFTierConfig:
     # Scoring: a reward model and/or an LLM judge (both optional; at least one is recommended).
     reward_model: str | None = None  # AutoModelForSequenceClassification path/hub id (1 logit)
     reward_batch_size: int = 16
-    judge: JudgeConfig | None = None
+    judge: LLMJudgeConfig | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HFTierConfig":
         """Build from plain values (a YAML mapping or job kwargs); unknown keys are errors."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown hf tier settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(values)
-        if isinstance(values.get("judge"), dict):
-            values["judge"] = JudgeConfig(**values["judge"])
-        return cls(**values)
+        return build_dataclass(cls, values, "hf tier")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -316,13 +309,13 @@ def run_hf_tier(loss_fn: LossFn, config: HFTierConfig) -> dict[str, Any]:
     return apply_judge(result, config.judge) if config.judge is not None else result
 
 
-def apply_judge(result: dict[str, Any], judge: JudgeConfig | dict[str, Any]) -> dict[str, Any]:
+def apply_judge(result: dict[str, Any], judge: LLMJudgeConfig | dict[str, Any]) -> dict[str, Any]:
     """Judge a finished run's generations: sets ``win_rate`` and ``extra["judge"]``.
 
     Separate from training so a sandboxed job (no network) can train and generate, and the
     trusted parent process, which can reach the judge's endpoint, judges afterwards.
     """
-    config = JudgeConfig(**judge) if isinstance(judge, dict) else judge
+    config = build_dataclass(LLMJudgeConfig, judge, "judge") if isinstance(judge, dict) else judge
     generations = result["extra"]["generations"]
     judged = PairwiseJudge(config).compare([g["prompt"] for g in generations],
                                            [g["policy"] for g in generations],

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from evaluators.typed_config import Config
+
 Verdict = Literal["A", "B", "tie"]
 
 JUDGE_SYSTEM = "You are an impartial judge comparing two responses from AI assistants."
@@ -35,7 +37,7 @@ _VERDICT = re.compile(r"\b(A|B|TIE)\b", re.IGNORECASE)
 
 
 @dataclass
-class JudgeConfig:
+class LLMJudgeConfig(Config):
     """Where the judge lives and how it is asked."""
 
     model: str = "gpt-4o-mini"
@@ -82,7 +84,7 @@ class JudgeResult:
 class PairwiseJudge:
     """Asks an OpenAI-compatible chat model which of two responses is better."""
 
-    def __init__(self, config: JudgeConfig, client: Any | None = None):
+    def __init__(self, config: LLMJudgeConfig, client: Any | None = None):
         self.config = config
         if client is None:
             import openai

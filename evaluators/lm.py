@@ -9,16 +9,18 @@ causal model never attends forward, so no attention mask is needed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from evaluators.typed_config import Config
 
 SPECIALS = ("<pad>", "<bos>", "<sep>", "<eos>")
 PAD, BOS, SEP, EOS = range(4)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
@@ -57,10 +59,6 @@ def build_model(vocab_size: int, n_positions: int, cfg: ModelConfig, seed: int) 
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
     return model
-
-
-def config_dict(cfg: ModelConfig) -> dict:
-    return asdict(cfg)
 
 
 def response_logps(

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from evaluators.tiers import get_tier
+from evaluators.typed_config import Config, build_dataclass
 
 SUITES_DIR = Path(__file__).parent / "suites"
 GROUP_KEYS = ("tier", "task", "seeds", "betas", "noise", "kl_budget", "task_params")  # + the tier's sections
 
 
 @dataclass(frozen=True)
-class Scoring:
+class Scoring(Config):
     """How runs become one fitness number (formula in ``evaluators.metrics``)."""
 
     kl_weight: float = 0.25        # score lost per multiple of kl_budget exceeded
     failure_score: float = -0.5    # score of a failed run (nan / diverged / error): worse than the reference (0)
-    beta_aggregate: str = "max"    # "max": best point of the beta sweep (frontier); "mean": average over betas
+    beta_aggregate: Literal["max", "mean"] = "max"  # max: best point of the beta sweep (frontier); mean: average
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,7 @@ def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"suite {path or data.get('name')}: unknown keys {sorted(unknown)}")
-    scoring = Scoring(**(data.get("scoring") or {}))
-    if scoring.beta_aggregate not in ("max", "mean"):
-        raise ValueError("scoring.beta_aggregate must be 'max' or 'mean'")
+    scoring = build_dataclass(Scoring, data.get("scoring"), f"suite {path or data.get('name')}: scoring")
     groups = []
     for raw in data.get("groups") or []:
         try:

@@ -7,14 +7,15 @@ In a suite YAML group these are the ``model:``, ``sft:``, ``data:`` and ``train:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from evaluators.lm import ModelConfig
+from evaluators.typed_config import Config, build_dataclass
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(Config):
     steps: int = 300            # SFT optimiser steps on the task's demonstration corpus
     batch_size: int = 64
     lr: float = 3e-3            # AdamW, linear decay to 10%
@@ -23,14 +24,14 @@ class SFTConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     train_pairs: int = 2048     # preference pairs sampled from the reference (labels per run)
     heldout_pairs: int = 256    # pairs for the held-out implicit-reward accuracy
     eval_prompts: int = 512     # prompts sampled for gold reward, KL and win rate
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     steps: int = 150            # preference-training steps per run
     batch_size: int = 64        # pairs per step
     lr: float = 1e-3            # AdamW
@@ -41,20 +42,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class TinyLMConfig:
-    model: ModelConfig
-    sft: SFTConfig
-    data: DataConfig
-    train: TrainConfig
+class TinyLMConfig(Config):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TinyLMConfig":
-        parts = {}
-        for key, kind in (("model", ModelConfig), ("sft", SFTConfig), ("data", DataConfig),
-                          ("train", TrainConfig)):
-            values = dict(raw.get(key) or {})
-            unknown = set(values) - {f.name for f in fields(kind)}
-            if unknown:
-                raise ValueError(f"tinylm {key}: unknown keys {sorted(unknown)}")
-            parts[key] = kind(**values)
-        return cls(**parts)
+        """The model/sft/data/train sections of a suite group (other sections are the tier's business:
+        the suite loader refuses any a tier does not declare)."""
+        return build_dataclass(cls, {k: raw.get(k) or {} for k in ("model", "sft", "data", "train")}, "tinylm")

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from evaluators.tasks import TextTask, make_task
 from evaluators.tinylm import reference_and_policy
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import run_seed, train_preference
+from evaluators.typed_config import Config, build_dataclass
 
 Utility = Callable[[list[str], list[str]], float]  # (prompt words, response words) -> [0, 1]
 
@@ -54,7 +55,7 @@ def make_utility(name: str, task: TextTask) -> Utility:
 
 
 @dataclass(frozen=True)
-class GroupSpec:
+class GroupSpec(Config):
     name: str
     utility: str = "task"            # task | brevity | keyword:WORD
     annotator_share: float = 0.5     # share of the annotator pool
@@ -66,33 +67,26 @@ DEFAULT_GROUPS = (GroupSpec("positivity", "task", 0.85, 0.7), GroupSpec("brevity
 
 
 @dataclass(frozen=True)
-class PluralisticConfig:
+class PluralisticConfig(Config):
     groups: tuple[GroupSpec, ...] = DEFAULT_GROUPS
     annotators: int = 20             # pool size (split by annotator_share, at least 1 per group)
     overlap: int = 5                 # annotators per pair
-    aggregation: str = "majority"    # majority | dawid-skene | bradley-terry | plackett-luce
-    weighting: str = "none"          # none | poststrat | raking (targets = population_share)
+    aggregation: Literal["majority", "dawid-skene", "bradley-terry", "plackett-luce"] = "majority"
+    weighting: Literal["none", "poststrat", "raking"] = "none"  # targets = population_share
     by_group: bool = False           # one decision per group; pair weights carry group mass
-    robust: str = "none"             # none | grpo (needs by_group)
+    robust: Literal["none", "grpo"] = "none"   # grpo needs by_group
     grpo_eta: float = 0.5            # GRPO step size on the group weights
-    objective: str = "worst_group"   # worst_group | population: what RunResult.gold_reward holds
+    objective: Literal["worst_group", "population"] = "worst_group"  # what RunResult.gold_reward holds
+
+    def check(self) -> None:
+        if self.robust == "grpo" and not self.by_group:
+            raise ValueError("robust: grpo needs by_group: true")
+        if abs(sum(g.population_share for g in self.groups) - 1) > 1e-6:
+            raise ValueError("group population_share values must sum to 1")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "PluralisticConfig":
-        raw = dict(raw or {})
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"pluralistic: unknown keys {sorted(unknown)}")
-        if "groups" in raw:
-            raw["groups"] = tuple(GroupSpec(**g) for g in raw["groups"])
-        cfg = cls(**raw)
-        if cfg.robust not in ("none", "grpo") or (cfg.robust == "grpo" and not cfg.by_group):
-            raise ValueError("pluralistic.robust must be none, or grpo with by_group: true")
-        if cfg.objective not in ("worst_group", "population"):
-            raise ValueError("pluralistic.objective must be worst_group or population")
-        if abs(sum(g.population_share for g in cfg.groups) - 1) > 1e-6:
-            raise ValueError("pluralistic group population_share values must sum to 1")
-        return cfg
+        return build_dataclass(cls, raw, "pluralistic")
 
 
 def annotator_pool(cfg: PluralisticConfig) -> list[int]:

@@ -6,14 +6,16 @@ The studies and results live in the campaign's database (see `discovery.tuning`)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from discovery.commands.options import config_options
 from discovery.commands.views import format_score
-from discovery.errors import UserError
+from discovery.tuning.config import TuningConfig
 
 
 def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
@@ -27,30 +29,25 @@ def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     @app.command("tune")
+    @config_options(TuningConfig, flags={"top_k": "--top", "heartbeat_interval_s": "--heartbeat"},
+                    exclude=("baselines",))
     def tune(
         campaign_dir: Path = typer.Argument(..., help="Campaign directory (from `prefdisco run`)."),
-        top: int = typer.Option(3, "--top", help="Discovered finalists to tune (best untuned fitness first)."),
-        trials: int = typer.Option(20, "--trials", help="Optuna trials per loss (the same for every loss)."),
         baselines: str = typer.Option("all", "--baselines",
                                       help="'all' campaign baselines, or a comma list (dpo is always in)."),
-        heldout: bool = typer.Option(True, "--heldout/--no-heldout", help="Held-out suite at the tuned settings."),
-        pruning: bool = typer.Option(True, "--pruning/--no-pruning", help="Median pruning on per-seed means."),
-        seed: int = typer.Option(0, "--seed", help="Sampler seed."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Evaluation workers (default: campaign's)."),
         executor: Optional[str] = typer.Option(None, "--executor", help="local or ray (default: campaign's)."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address."),
-        heartbeat: int = typer.Option(10, "--heartbeat", help="Seconds between trial heartbeats; a killed run's "
-                                                               "trial is retried after 3x this."),
         as_json: bool = typer.Option(False, "--json", help="Print results and the claim as JSON."),
+        *,
+        config: TuningConfig,
     ) -> None:
         """Tune beta, learning rate and loss constants for the top-K candidates and the baselines
         (equal budget), then score them on the held-out suite; resumable (studies live in the
         campaign database). The winner's claim is made against tuned DPO."""
         from discovery.executors import make_executor
-        from discovery.tuning.tuner import Tuner, TuningConfig
+        from discovery.tuning.tuner import Tuner
 
-        if top < 0 or trials < 1 or heartbeat < 1:
-            raise UserError("--top must be >= 0, --trials >= 1 and --heartbeat >= 1")
         settings = _executor_settings(campaign_dir)
         if workers is not None:
             settings["num_workers"] = workers
@@ -59,8 +56,8 @@ def register(app: typer.Typer) -> None:
         if ray_address is not None:
             settings["ray_address"] = ray_address
         names = None if baselines.strip().lower() == "all" else [b.strip() for b in baselines.split(",") if b.strip()]
-        cfg = TuningConfig(top_k=top, trials=trials, baselines=names, heldout=heldout, seed=seed, pruning=pruning,
-                           heartbeat_interval_s=heartbeat, grace_period_s=3 * heartbeat)
+        cfg = dataclasses.replace(config, baselines=names)
+        trials = cfg.trials
         kind = settings.pop("kind")
         with make_executor(kind, **settings) as ex:
             tuner = Tuner(campaign_dir, cfg, ex)

@@ -31,29 +31,11 @@ from typing import Any
 from candidate_losses.source import keyword_hyperparameters
 from discovery.archive.candidate import Status, is_dpo
 from discovery.crashpoints import maybe_crash
+from discovery.tuning.config import TuningConfig
 from discovery.tuning.scaled_suite import TUNE_JOB
 from discovery.tuning.results import (TunedResult, claim, load_tuned_result, load_tuned_results,  # noqa: F401
                                       save_tuned_result, tuning_metadata)
 
-
-
-@dataclass
-class TuningConfig:
-    """`prefdisco tune` knobs; the defaults are a fair, modest budget per loss."""
-
-    top_k: int = 3  # discovered finalists to tune (by untuned fitness)
-    trials: int = 20  # trials per loss -- the same for every loss (equal budget)
-    baselines: list[str] | None = None  # None: every campaign baseline with a fitness ("dpo" always)
-    heldout: bool = True  # evaluate the held-out suite at the tuned settings
-    seed: int = 0  # sampler seed (per study: derived from this and the candidate id)
-    beta_range: float = 5.0  # beta searched in [b/5, 5b] (log scale) around the suite's betas
-    lr_range: float = 5.0  # learning rate searched in [lr/5, 5lr] (log scale)
-    hyper_range: float = 4.0  # positive constants searched in [c/4, 4c] (log); 0 -> [0, 0.25]
-    pruning: bool = True  # MedianPruner on per-seed running means
-    heartbeat_interval_s: int = 10  # Optuna heartbeat of a running trial
-    grace_period_s: int = 30  # a RUNNING trial without heartbeat this long is failed and retried
-    max_retry: int = 2  # retries of a trial whose process died
-    job_timeout_s: float = 600.0
 
 
 @dataclass

@@ -170,9 +170,9 @@ def make_judge(cfg: Any, *, beta: float, label_temperature: float, generator: to
     if cfg.kind == "reward_model":
         return RewardModelJudge(cfg.reward_model, cfg.reward_batch_size, device)
     if cfg.kind == "llm":
-        from evaluators.judges import JudgeConfig as LLMConfig
+        from evaluators.judges import LLMJudgeConfig
 
-        llm = LLMConfig(model=cfg.llm_model, base_url=cfg.llm_base_url, api_key_env=cfg.llm_api_key_env,
+        llm = LLMJudgeConfig(model=cfg.llm_model, base_url=cfg.llm_base_url, api_key_env=cfg.llm_api_key_env,
                         criterion=cfg.llm_criterion, concurrency=cfg.llm_concurrency)
         return LLMJudge(llm, client=client, concurrency=cfg.llm_concurrency)
     raise ValueError(f"unknown judge kind {cfg.kind!r}")

@@ -48,3 +48,32 @@ def test_run_cli_errors_and_resolved_config(tmp_path):
     assert res.exit_code == 0 and "max_candidates: 80" in res.output
     res = runner.invoke(app, ["run", "--resume", str(tmp_path)])
     assert isinstance(res.exception, UserError)
+
+
+def test_choices_are_checked_however_a_config_is_built():
+    from discovery.config import CampaignConfig, ProposerConfig
+
+    with pytest.raises(ValueError, match="executor.*'local', 'ray'"):
+        CampaignConfig(executor="slurm")
+    with pytest.raises(ValueError, match="kind"):
+        ProposerConfig(kind="oracle")
+    with pytest.raises(UserError, match="executor: 'slurm' is not one of"):
+        config_from_dict({"executor": "slurm"})
+    with pytest.raises(UserError, match="proposer.kind"):
+        config_from_dict({"proposer": {"kind": "oracle"}})
+
+
+def test_tune_flags_come_from_the_tuning_config(tmp_path):
+    import dataclasses
+
+    from discovery.tuning.config import TuningConfig
+
+    runner = CliRunner()
+    text = runner.invoke(app, ["tune", "--help"], terminal_width=200).output
+    for f in dataclasses.fields(TuningConfig):
+        if f.name != "baselines":  # a comma list with its own flag
+            flag = {"top_k": "--top", "heartbeat_interval_s": "--heartbeat"}.get(f.name, "--" + f.name.replace("_", "-"))
+            assert flag in text, flag
+    bad = runner.invoke(app, ["tune", str(tmp_path), "--trials", "0"])
+    assert isinstance(bad.exception, UserError) and "trials >= 1" in str(bad.exception)
+    assert TuningConfig(heartbeat_interval_s=2).grace_period_s == 6  # unset grace: 3 heartbeats

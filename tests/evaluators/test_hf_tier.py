@@ -14,7 +14,7 @@ import math
 import pytest
 
 from evaluators.hf import HFTierConfig, hf_job, load_preference_dataset
-from evaluators.judges import JudgeConfig, PairwiseJudge, parse_verdict
+from evaluators.judges import LLMJudgeConfig, PairwiseJudge, parse_verdict
 from tests import tiny_hf
 from tests.discovery import openai_test_server as double
 
@@ -38,7 +38,7 @@ def _judge(server, **overrides) -> PairwiseJudge:
     settings = dict(model="judge-double", base_url=server.base_url, api_key_env="PREFDISCO_TEST_NO_KEY",
                     max_retries=2, concurrency=2)
     settings.update(overrides)
-    return PairwiseJudge(JudgeConfig(**settings))
+    return PairwiseJudge(LLMJudgeConfig(**settings))
 
 
 # ---- fast ----------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def test_load_preference_dataset_formats(tmp_path):
 
 def test_config_from_dict_rejects_typos_and_builds_the_judge():
     config = HFTierConfig.from_dict({"model": "m", "dataset": "d", "judge": {"model": "j", "base_url": "http://x"}})
-    assert isinstance(config.judge, JudgeConfig) and config.judge.model == "j"
+    assert isinstance(config.judge, LLMJudgeConfig) and config.judge.model == "j"
     with pytest.raises(ValueError, match="learning_rat"):
         HFTierConfig.from_dict({"learning_rat": 1e-3})
 

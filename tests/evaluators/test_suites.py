@@ -54,9 +54,40 @@ def test_suite_from_path(tmp_path) -> None:
     assert suite.name == "mine" and suite.instances()[0].seed == 3
 
 
-def test_tier_runners_resolve() -> None:
-    from evaluators.api import tier_runner
+def test_tier_registry_resolves_builtin_and_registered_tiers() -> None:
     from evaluators.bandit import run_bandit
+    from evaluators.tiers import get_tier, registered_tiers
     from evaluators.tinylm import run_tinylm
+    from preference_data.pluralistic import run_pluralistic
+    from preference_data.spa.tier import run_spa_tier
 
-    assert tier_runner("bandit") is run_bandit and tier_runner("tinylm") is run_tinylm
+    assert get_tier("bandit").run_function() is run_bandit and get_tier("tinylm").run_function() is run_tinylm
+    # preference_data's tiers arrive through the prefdisco.tiers entry points, not by name in evaluators
+    assert get_tier("spa").run_function() is run_spa_tier
+    assert get_tier("pluralistic").run_function() is run_pluralistic
+    assert list(registered_tiers())[:2] == ["bandit", "tinylm"]
+
+
+def test_a_group_may_hold_only_its_tiers_sections() -> None:
+    # a section the tier would not read is refused at load time (it used to be dropped silently)
+    with pytest.raises(ValueError, match="unknown keys.*model"):
+        suite_from_dict({"name": "x", "groups": [{"tier": "bandit", "model": {"n_layer": 1}}]})
+    with pytest.raises(ValueError, match="unknown keys.*bandit"):
+        suite_from_dict({"name": "x", "groups": [{"tier": "tinylm", "task": "sentiment", "bandit": {"arms": 3}}]})
+    with pytest.raises(ValueError, match="beta_aggregate"):
+        suite_from_dict({"name": "x", "scoring": {"beta_aggregate": "median"}, "groups": [{"tier": "bandit"}]})
+
+
+def test_tier_configs_refuse_unknown_keys_and_bad_choices() -> None:
+    from evaluators.bandit import BanditConfig
+    from evaluators.suites import RunSpec
+    from evaluators.tinylm_config import TinyLMConfig
+
+    spec = RunSpec(tier="bandit", task="bandit", seed=0, noise=0.0, beta=0.1, kl_budget=1.0,
+                   config={"train": {"stepz": 3}})
+    with pytest.raises(ValueError, match="unknown key.*stepz"):
+        BanditConfig.from_spec(spec)
+    with pytest.raises(ValueError, match="unknown key.*n_layers"):
+        TinyLMConfig.from_dict({"model": {"n_layers": 3}})
+    with pytest.raises(ValueError, match="expected int"):
+        TinyLMConfig.from_dict({"train": {"steps": "many"}})
