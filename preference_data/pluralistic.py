@@ -27,15 +27,13 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from evaluators.lm import Vocab, response_logps, sample
+from evaluators.lm import Vocab, response_logps
 from evaluators.metrics import win_rate
-from evaluators.reference import _autocast, load_or_build_reference
 from evaluators.results import RunResult
 from evaluators.suites import RunSpec
 from evaluators.tasks import TextTask, make_task
-from evaluators.tinylm import reference_and_policy
-from evaluators.tinylm_config import TinyLMConfig
-from evaluators.training import run_seed, train_preference
+from evaluators.tinylm import PairsRun, TrainingPairs, run_on_pairs
+from evaluators.training import run_seed
 from evaluators.typed_config import Config, build_dataclass
 
 Utility = Callable[[list[str], list[str]], float]  # (prompt words, response words) -> [0, 1]
@@ -134,129 +132,121 @@ def aggregate_pairs(rows: list[dict[str, Any]], cfg: PluralisticConfig) -> tuple
     return res.pairs, res.report
 
 
+def _annotated_pairs(pcfg: PluralisticConfig, utils: list[Utility], state: dict[str, Any]):
+    """The pluralistic ``label`` step: simulated annotators judge the reference's pairs, the aggregation
+    pipeline turns the judgments into (weighted, per-group) pairs, and the candidate loss is wrapped
+    in the weighted or group-robust reduction."""
+
+    def label(run: PairsRun, loss_fn: Callable[..., Any]) -> TrainingPairs:
+        from preference_data.weighting import example_scales, group_robust_step
+
+        spec, vocab, device, tr = run.spec, run.vocab, run.device, run.bundle["train"]
+        # 1. simulated annotators judge the reference's pairs; the pipeline aggregates them
+        prompts, resp_a = _decode(vocab, tr["prefix"], tr["a"], tr["a_len"])
+        _, resp_b = _decode(vocab, tr["prefix"], tr["b"], tr["b_len"])
+        utilities = np.stack([_group_utilities(utils, prompts, resp_a), _group_utilities(utils, prompts, resp_b)],
+                             axis=-1)
+        rng = np.random.default_rng(run_seed("pluralistic-annotators", spec.task, spec.seed, spec.noise) % 2**32)
+        rows = simulate_rows([" ".join(p) for p in prompts], [" ".join(r) for r in resp_a],
+                             [" ".join(r) for r in resp_b], utilities, pcfg, spec.noise, rng)
+        pairs, agg_report = aggregate_pairs(rows, pcfg)
+        state.update(pairs=len(pairs), judgments=len(rows), report=agg_report)
+
+        # 2. training tensors: one row per aggregated pair (a pair may appear once per group)
+        names = [g.name for g in pcfg.groups]
+        idx = torch.tensor([int(p["provenance"]["item_id"]) for p in pairs], dtype=torch.long)
+        a_chosen = torch.tensor([p["provenance"]["chosen_response_id"].endswith("a") for p in pairs])
+        weights = torch.tensor([p["weight"] for p in pairs], dtype=torch.float32)
+        groups = torch.tensor([names.index(p["group"]) if p["group"] in names else 0 for p in pairs],
+                              dtype=torch.long)
+        pick = a_chosen[:, None]
+
+        # 3. the candidate loss, reduced over the batch the loop reports through on_batch
+        def on_batch(batch: torch.Tensor) -> None:
+            state["idx"] = batch.cpu()
+
+        def reduced_loss(pc, pr, rc, rr, beta, **kw):  # type: ignore[no-untyped-def]
+            losses = loss_fn(pc, pr, rc, rr, beta, **kw)
+            if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (pc.shape[0],):
+                return losses  # let the shared loop flag the contract violation
+            b = state["idx"]
+            if pcfg.robust == "grpo":
+                _, state["alpha"] = group_robust_step(losses.detach().float().cpu(), groups[b], state["alpha"],
+                                                      pcfg.grpo_eta, weights[b])
+                scales = example_scales(groups[b], state["alpha"], weights[b])
+            else:
+                scales = example_scales(None, weights=weights[b])
+            return losses * scales.to(losses.device, losses.dtype)
+
+        return TrainingPairs(
+            prefix=tr["prefix"][idx].to(device),
+            chosen=torch.where(pick, tr["a"][idx], tr["b"][idx]).to(device),
+            chosen_len=torch.where(a_chosen, tr["a_len"][idx], tr["b_len"][idx]).to(device),
+            rejected=torch.where(pick, tr["b"][idx], tr["a"][idx]).to(device),
+            rejected_len=torch.where(a_chosen, tr["b_len"][idx], tr["a_len"][idx]).to(device),
+            ref_chosen=torch.where(a_chosen, tr["ref_a"][idx], tr["ref_b"][idx]).to(device),
+            ref_rejected=torch.where(a_chosen, tr["ref_b"][idx], tr["ref_a"][idx]).to(device),
+            batch_size=min(run.cfg.train.batch_size, len(pairs)), loss_fn=reduced_loss, on_batch=on_batch)
+
+    return label
+
+
+def _group_scores(pcfg: PluralisticConfig, utils: list[Utility], state: dict[str, Any]):
+    """The pluralistic ``evaluate`` step: every group scores the policy's and the reference's samples."""
+
+    def evaluate(run: PairsRun, ev_prefix: torch.Tensor, resp: torch.Tensor, length: torch.Tensor,
+                 flags: list[str]) -> RunResult:
+        spec, ev, outcome = run.spec, run.bundle["eval"], run.outcome
+        kl = run.kl_to_reference(ev_prefix, resp, length)
+        accuracy = _heldout_accuracy(run.policy, run.bundle["heldout"], run.vocab, utils, pcfg, run.device)
+        ev_prompts, ev_pol = _decode(run.vocab, ev_prefix.cpu(), resp.cpu(), length.cpu())
+        _, ev_ref = _decode(run.vocab, ev["prefix"], ev["resp"], ev["len"])
+        u_pol, u_ref = _group_utilities(utils, ev_prompts, ev_pol), _group_utilities(utils, ev_prompts, ev_ref)
+        shares = np.array([g.population_share for g in pcfg.groups])
+        per_group = {g.name: {"gold": float(u_pol[i].mean()), "reference": float(u_ref[i].mean()),
+                              "gain": float(u_pol[i].mean() - u_ref[i].mean()), "utility": g.utility,
+                              "annotator_share": g.annotator_share, "population_share": g.population_share}
+                     for i, g in enumerate(pcfg.groups)}
+        worst, ref_worst = float(u_pol.mean(axis=1).min()), float(u_ref.mean(axis=1).min())
+        popw, ref_popw = float(shares @ u_pol.mean(axis=1)), float(shares @ u_ref.mean(axis=1))
+        gold, ref_gold = (worst, ref_worst) if pcfg.objective == "worst_group" else (popw, ref_popw)
+        win = win_rate((shares @ u_pol).tolist(), (shares @ u_ref).tolist())
+        minority = min(range(len(pcfg.groups)), key=lambda i: pcfg.groups[i].annotator_share)
+        agg_report = state["report"]
+        return RunResult(
+            task=spec.task, tier="pluralistic", seed=spec.seed, beta=spec.beta, noise=spec.noise,
+            gold_reward=gold, kl=kl, win_rate=win, accuracy=accuracy, flags=run.final_flags(flags, gold, kl),
+            wall_time_s=time.perf_counter() - run.start, curve=outcome.curve,
+            extra={"reference_reward": ref_gold, "reward_range": 1.0, "objective": pcfg.objective,
+                   "groups": per_group, "worst_group": worst, "population_weighted": popw,
+                   "minority_group": pcfg.groups[minority].name,
+                   "pairs": state["pairs"], "judgments": state["judgments"],
+                   "ties_dropped": agg_report["ties_dropped"],
+                   "pair_weight_by_group": {g: v["pair_weight_total"] for g, v in agg_report["groups"].items()},
+                   "grpo_alpha": state["alpha"].tolist() if pcfg.robust == "grpo" else None,
+                   "pluralistic": _plain(asdict(pcfg)), "steps_done": outcome.steps_done,
+                   "message": outcome.message, "reference_time_s": run.bundle["meta"].get("build_time_s")})
+
+    return evaluate
+
+
+def _sampling_failed(run: PairsRun, flags: list[str], message: str) -> RunResult:
+    spec = run.spec
+    return RunResult(task=spec.task, tier="pluralistic", seed=spec.seed, beta=spec.beta, noise=spec.noise,
+                     gold_reward=math.nan, kl=math.nan, win_rate=math.nan, accuracy=math.nan, flags=flags,
+                     wall_time_s=time.perf_counter() - run.start, curve=run.outcome.curve,
+                     extra={"reference_reward": math.nan, "reward_range": 1.0})
+
+
 def run_pluralistic(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
                     cache_dir: Path, device: str | None = None) -> RunResult:
-    from evaluators.tinylm import pick_device
-    from preference_data.weighting import example_scales, group_robust_step
-
-    start = time.perf_counter()
-    device = device or pick_device()
-    cfg = TinyLMConfig.from_dict(spec.config)
+    """One pluralistic run: annotated, aggregated pairs -> train (weighted / GRPO) -> every group's utility."""
     pcfg = PluralisticConfig.from_dict(spec.config.get("pluralistic"))
     task = make_task(spec.task, **spec.task_params)
-    bundle = load_or_build_reference(task, spec.seed, cfg, cache_dir, device)
-    meta, vocab = bundle["meta"], Vocab(task.vocabulary())
     utils = [make_utility(g.utility, task) for g in pcfg.groups]
-    tr = bundle["train"]
-
-    # 1. simulated annotators judge the reference's pairs; the pipeline aggregates them
-    prompts, resp_a = _decode(vocab, tr["prefix"], tr["a"], tr["a_len"])
-    _, resp_b = _decode(vocab, tr["prefix"], tr["b"], tr["b_len"])
-    utilities = np.stack([_group_utilities(utils, prompts, resp_a), _group_utilities(utils, prompts, resp_b)], axis=-1)
-    rng = np.random.default_rng(run_seed("pluralistic-annotators", spec.task, spec.seed, spec.noise) % 2**32)
-    rows = simulate_rows([" ".join(p) for p in prompts], [" ".join(r) for r in resp_a],
-                         [" ".join(r) for r in resp_b], utilities, pcfg, spec.noise, rng)
-    pairs, agg_report = aggregate_pairs(rows, pcfg)
-
-    # 2. training tensors: one row per aggregated pair (a pair may appear once per group)
-    names = [g.name for g in pcfg.groups]
-    idx = torch.tensor([int(p["provenance"]["item_id"]) for p in pairs], dtype=torch.long)
-    a_chosen = torch.tensor([p["provenance"]["chosen_response_id"].endswith("a") for p in pairs])
-    weights = torch.tensor([p["weight"] for p in pairs], dtype=torch.float32)
-    groups = torch.tensor([names.index(p["group"]) if p["group"] in names else 0 for p in pairs], dtype=torch.long)
-    pick = a_chosen[:, None]
-    chosen = torch.where(pick, tr["a"][idx], tr["b"][idx]).to(device)
-    rejected = torch.where(pick, tr["b"][idx], tr["a"][idx]).to(device)
-    chosen_len = torch.where(a_chosen, tr["a_len"][idx], tr["b_len"][idx]).to(device)
-    rejected_len = torch.where(a_chosen, tr["b_len"][idx], tr["a_len"][idx]).to(device)
-    ref_chosen = torch.where(a_chosen, tr["ref_a"][idx], tr["ref_b"][idx]).to(device)
-    ref_rejected = torch.where(a_chosen, tr["ref_b"][idx], tr["ref_a"][idx]).to(device)
-    prefix = tr["prefix"][idx].to(device)
-
-    reference, policy = reference_and_policy(bundle, len(vocab), cfg, device)
-
-    # 3. train with the candidate loss; the reducer sees the batch through the recorded indices
-    state: dict[str, Any] = {"idx": None, "alpha": torch.full((len(names),), 1.0 / len(names))}
-
-    def policy_logps(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        state["idx"] = batch.cpu()
-        both = response_logps(policy, torch.cat([prefix[batch], prefix[batch]]),
-                              torch.cat([chosen[batch], rejected[batch]]),
-                              torch.cat([chosen_len[batch], rejected_len[batch]]))
-        return both[: batch.shape[0]], both[batch.shape[0]:]
-
-    def reduced_loss(pc, pr, rc, rr, beta, **kw):  # type: ignore[no-untyped-def]
-        losses = loss_fn(pc, pr, rc, rr, beta, **kw)
-        if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (pc.shape[0],):
-            return losses  # let the shared loop flag the contract violation
-        b = state["idx"]
-        if pcfg.robust == "grpo":
-            _, state["alpha"] = group_robust_step(losses.detach().float().cpu(), groups[b], state["alpha"],
-                                                  pcfg.grpo_eta, weights[b])
-            scales = example_scales(groups[b], state["alpha"], weights[b])
-        else:
-            scales = example_scales(None, weights=weights[b])
-        return losses * scales.to(losses.device, losses.dtype)
-
-    policy.train()
-    outcome = train_preference(
-        parameters=policy.parameters(), policy_logps=policy_logps, reference_chosen=ref_chosen,
-        reference_rejected=ref_rejected, loss_fn=reduced_loss, beta=spec.beta, loss_kwargs=loss_kwargs,
-        steps=cfg.train.steps, batch_size=min(cfg.train.batch_size, len(pairs)), lr=cfg.train.lr,
-        grad_clip=cfg.train.grad_clip, weight_decay=cfg.train.weight_decay, log_every=cfg.train.log_every,
-        generator=torch.Generator().manual_seed(run_seed("order", spec.task, spec.seed, spec.noise)),
-        autocast=lambda: _autocast(device))
-    policy.eval()
-
-    # 4. every group scores the policy's samples and the reference's samples
-    flags = list(outcome.flags)
-    ev = bundle["eval"]
-    with torch.no_grad(), _autocast(device):
-        ev_prefix = ev["prefix"].to(device)
-        gen = torch.Generator().manual_seed(run_seed("policy-samples", spec.task, spec.seed))
-        try:
-            resp, length = sample(policy, ev_prefix, task.max_response_len + 1, gen)
-        except RuntimeError:
-            flags.append("nan")
-            resp, length = None, None
-        if resp is not None:
-            kl = float((response_logps(policy, ev_prefix, resp, length).float()
-                        - response_logps(reference, ev_prefix, resp, length).float()).mean())
-            accuracy = _heldout_accuracy(policy, bundle["heldout"], vocab, utils, pcfg, device)
-    if resp is None:
-        return RunResult(task=spec.task, tier="pluralistic", seed=spec.seed, beta=spec.beta, noise=spec.noise,
-                         gold_reward=math.nan, kl=math.nan, win_rate=math.nan, accuracy=math.nan, flags=flags,
-                         wall_time_s=time.perf_counter() - start, curve=outcome.curve,
-                         extra={"reference_reward": math.nan, "reward_range": 1.0})
-    ev_prompts, ev_pol = _decode(vocab, ev_prefix.cpu(), resp.cpu(), length.cpu())
-    _, ev_ref = _decode(vocab, ev["prefix"], ev["resp"], ev["len"])
-    u_pol, u_ref = _group_utilities(utils, ev_prompts, ev_pol), _group_utilities(utils, ev_prompts, ev_ref)
-    shares = np.array([g.population_share for g in pcfg.groups])
-    per_group = {g.name: {"gold": float(u_pol[i].mean()), "reference": float(u_ref[i].mean()),
-                          "gain": float(u_pol[i].mean() - u_ref[i].mean()), "utility": g.utility,
-                          "annotator_share": g.annotator_share, "population_share": g.population_share}
-                 for i, g in enumerate(pcfg.groups)}
-    worst, ref_worst = float(u_pol.mean(axis=1).min()), float(u_ref.mean(axis=1).min())
-    popw, ref_popw = float(shares @ u_pol.mean(axis=1)), float(shares @ u_ref.mean(axis=1))
-    gold, ref_gold = (worst, ref_worst) if pcfg.objective == "worst_group" else (popw, ref_popw)
-    win = win_rate((shares @ u_pol).tolist(), (shares @ u_ref).tolist())
-    if not all(math.isfinite(x) for x in (gold, kl)):
-        flags.append("nan")
-    elif kl > cfg.train.diverge_kl:
-        flags.append("diverged")
-    minority = min(range(len(pcfg.groups)), key=lambda i: pcfg.groups[i].annotator_share)
-    return RunResult(
-        task=spec.task, tier="pluralistic", seed=spec.seed, beta=spec.beta, noise=spec.noise,
-        gold_reward=gold, kl=kl, win_rate=win, accuracy=accuracy, flags=flags,
-        wall_time_s=time.perf_counter() - start, curve=outcome.curve,
-        extra={"reference_reward": ref_gold, "reward_range": 1.0, "objective": pcfg.objective,
-               "groups": per_group, "worst_group": worst, "population_weighted": popw,
-               "minority_group": pcfg.groups[minority].name,
-               "pairs": len(pairs), "judgments": len(rows), "ties_dropped": agg_report["ties_dropped"],
-               "pair_weight_by_group": {g: v["pair_weight_total"] for g, v in agg_report["groups"].items()},
-               "grpo_alpha": state["alpha"].tolist() if pcfg.robust == "grpo" else None,
-               "pluralistic": _plain(asdict(pcfg)), "steps_done": outcome.steps_done,
-               "message": outcome.message, "reference_time_s": meta.get("build_time_s")})
+    state: dict[str, Any] = {"idx": None, "alpha": torch.full((len(pcfg.groups),), 1.0 / len(pcfg.groups))}
+    return run_on_pairs(spec, loss_fn, loss_kwargs, cache_dir, device, label=_annotated_pairs(pcfg, utils, state),
+                        evaluate=_group_scores(pcfg, utils, state), on_sample_failure=_sampling_failed)
 
 
 def _heldout_accuracy(policy: torch.nn.Module, ho: dict[str, torch.Tensor], vocab: Vocab, utils: list[Utility],
