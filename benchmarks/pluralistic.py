@@ -9,7 +9,7 @@ group's gold utility (normalised to [0, 1]) over seeds:
 * poststrat-pairs - one decision per group, each group's pairs weighted to its population share
 * grpo            - one decision per group, group-robust reduction (GRPO, Ramesh et al. 2024)
 
-Acceptance (issue 9): a weighting/robust pipeline raises the minority's gold utility over
+Target: a weighting/robust pipeline raises the minority's gold utility over
 `majority` by more than the seed standard error; the majority group's cost is reported.
 
 Run: .venv/bin/python benchmarks/pluralistic.py --seeds 3 [--beta 0.5] [--json out.json]

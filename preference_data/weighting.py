@@ -1,33 +1,21 @@
-"""Granular training helpers shared by every trainer tier (bandit, tinylm, hf).
+"""Granular training on aggregated human preferences: per-pair weights and group-robust reduction.
 
-Pure torch functions over per-example losses (what every `candidate_losses` fn returns):
+Pure torch functions over per-example losses (what every `candidate_losses` fn returns), used by
+the pluralistic tier (the hf tier takes a ``weight`` column through its TRL trainer instead):
 
-* `weighted_mean(losses, weights)` - the reduction for pairs carrying a `weight` column.
+* `example_scales(...)` - per-example multipliers that turn a trainer's plain mean into the
+  weighted mean sum_i w_i l_i / sum_i w_i, or into the group-robust objective below.
+* `group_robust_step(...)` - Group Robust Preference Optimisation (Ramesh et al. 2024): the
+  objective is max over group weights alpha on the simplex of sum_g alpha_g L_g, optimised by
+  exponentiated-gradient ascent on alpha, alpha_g <- alpha_g * exp(eta * L_g), renormalised.
 * `condition_on_dimension(prompt, dimension)` - SteerLM-style attribute prefix so one policy can
   learn per-dimension preferences without conflating them.
-* `group_robust_step(...)` / `GroupRobustReducer` - Group Robust Preference Optimisation
-  (Ramesh et al. 2024): the objective is max over group weights alpha on the simplex of
-  sum_g alpha_g L_g, optimised by exponentiated-gradient ascent on alpha,
-  alpha_g <- alpha_g * exp(eta * L_g), renormalised, then loss = sum_g alpha_g L_g.
 """
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Sequence
 
 import torch
-
-
-def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_i w_i l_i / sum_i w_i (plain mean when weights is None; 0 when all weights are 0)."""
-    if weights is None:
-        return losses.mean()
-    w = weights.to(losses.dtype)
-    if w.shape != losses.shape:
-        raise ValueError(f"weights shape {tuple(w.shape)} != losses shape {tuple(losses.shape)}")
-    if bool((w < 0).any()):
-        raise ValueError("example weights must be non-negative")
-    return (w * losses).sum() / w.sum().clamp_min(torch.finfo(losses.dtype).tiny)
 
 
 DIMENSION_TEMPLATE = "[{dimension}] "
@@ -36,19 +24,6 @@ DIMENSION_TEMPLATE = "[{dimension}] "
 def condition_on_dimension(prompt: str, dimension: str | None, template: str = DIMENSION_TEMPLATE) -> str:
     """Prefix the prompt with the judged dimension (unchanged when the pair has none)."""
     return prompt if not dimension else template.format(dimension=dimension) + prompt
-
-
-def condition_pairs(pairs: Sequence[Mapping], template: str = DIMENSION_TEMPLATE) -> list[dict]:
-    """TRL-format pairs with the dimension folded into the prompt (other fields kept)."""
-    return [{**p, "prompt": condition_on_dimension(p["prompt"], p.get("dimension"), template)} for p in pairs]
-
-
-def group_ids(groups: Sequence[Hashable], vocabulary: Sequence[Hashable] | None = None
-              ) -> tuple[torch.Tensor, list[Hashable]]:
-    """Map group labels (str/None) to a LongTensor of indices plus the label list."""
-    vocab = list(vocabulary) if vocabulary is not None else sorted(set(groups), key=str)
-    pos = {g: i for i, g in enumerate(vocab)}
-    return torch.tensor([pos[g] for g in groups], dtype=torch.long), vocab
 
 
 def group_mean_losses(losses: torch.Tensor, groups: torch.Tensor, num_groups: int,
@@ -93,23 +68,3 @@ def example_scales(groups: torch.Tensor | None, alpha: torch.Tensor | None = Non
     w = torch.ones(groups.shape, dtype=torch.float64) if weights is None else weights.double()
     mass = torch.zeros(alpha.numel(), dtype=torch.float64).index_add(0, groups, w)
     return (groups.numel() * alpha.double()[groups] * w / mass[groups].clamp_min(1e-300)).float()
-
-
-class GroupRobustReducer:
-    """Stateful wrapper for training loops: `loss = reducer(per_example_losses, group_ids)`."""
-
-    def __init__(self, num_groups: int, eta: float = 0.01, initial: Sequence[float] | None = None):
-        if num_groups < 1:
-            raise ValueError("num_groups must be >= 1")
-        a = torch.full((num_groups,), 1.0 / num_groups) if initial is None else torch.tensor(initial, dtype=torch.float64)
-        self.alpha = (a / a.sum()).double()
-        self.eta = eta
-
-    def __call__(self, losses: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-        loss, self.alpha = group_robust_step(losses, groups, self.alpha.to(losses.dtype), self.eta, weights)
-        self.alpha = self.alpha.double()
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"alpha": self.alpha.tolist(), "eta": self.eta}

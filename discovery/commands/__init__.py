@@ -1,8 +1,7 @@
-"""`prefdisco <verb>`: the one command-line entry point.
+"""The CLI, `prefdisco <verb>`: one module per verb in this package, each exposing ``register(app)``.
 
-Each verb lives in its own module under ``discovery/commands/`` and exposes ``register(app)``.
 Command modules import heavy libraries (torch, transformers) inside the command body only, so
-``prefdisco --help`` stays fast.
+``prefdisco --help`` stays fast. ``python -m discovery.commands`` is the same entry point.
 """
 
 from __future__ import annotations
@@ -13,16 +12,16 @@ import sys
 import typer
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "run",          # run a discovery campaign / resume one           (issue: discovery loop)
-    "evaluate",     # score one loss on a benchmark suite              (issue: evaluators)
-    "check",        # validate + probe one candidate file in sandbox   (issue: sandbox)
-    "views",        # leaderboard, show, compare                       (issue: discovery loop/review)
-    "report",       # static HTML campaign report                      (issue: review)
-    "export",       # export / promote winners                         (issue: review)
-    "spa",          # self-generated preference data pipeline          (issue: SPA)
-    "annotate",     # annotation app                                   (issue: annotation)
-    "aggregate",    # aggregate human judgments                        (issue: aggregation)
-    "tune",         # optuna tuning of finalists                       (issue: scale)
+    "run",          # run a discovery campaign / resume one
+    "evaluate",     # score one loss on a benchmark suite
+    "check",        # validate + probe one candidate file in the sandbox
+    "views",        # leaderboard, show, compare
+    "report",       # static HTML campaign report
+    "export",       # export / promote winners
+    "spa",          # self-generated preference data pipeline
+    "annotate",     # annotation app
+    "aggregate",    # aggregate human judgments
+    "tune",         # Optuna tuning of finalists and baselines
 )
 
 app = typer.Typer(
@@ -33,19 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"discovery.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"discovery.commands.{name}":
-                continue  # verb not built yet
-            raise
-        module.register(app)
-
-
-_register_all()
+for _name in COMMAND_MODULES:  # a missing verb module is a packaging error: let it raise
+    importlib.import_module(f"discovery.commands.{_name}").register(app)
 
 
 def main() -> None:
@@ -57,7 +45,3 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -116,6 +116,3 @@ class PairStore:
                         "mean_label_prob": sum(p.label_prob for p in pairs) / max(1, len(pairs))})
         return out
 
-
-def pair_to_dict(pair: LabelledPair) -> dict[str, Any]:
-    return asdict(pair)

@@ -201,8 +201,20 @@ def test_views_and_live_status_render(tmp_path):
     assert board.exit_code == 0
     ids = [r["id"] for r in __import__("json").loads(board.output)]
     assert len(ids) == 4 + len(CONFIG["baselines"])
-    assert runner.invoke(app, ["show", str(tmp_path / "v"), ids[0]]).exit_code == 0
-    assert runner.invoke(app, ["compare", str(tmp_path / "v"), ids[0], ids[1]]).exit_code == 0
+    rows = {r.id: r for r in CampaignDir.open(tmp_path / "v").database().all()}
+    first, second = rows[ids[0]], rows[ids[1]]
+    shown = runner.invoke(app, ["show", str(tmp_path / "v"), first.id], terminal_width=200)
+    assert shown.exit_code == 0
+    for text in (first.id, first.name, str(first.status), f"{first.fitness:.4f}", "per task"):
+        assert text in shown.output, text
+    assert first.code.split("(")[0] in shown.output  # the code is printed too ("def name")
+    as_json = json.loads(runner.invoke(app, ["show", str(tmp_path / "v"), first.id, "--json"]).output)
+    assert as_json["id"] == first.id and as_json["fitness"] == first.fitness and as_json["status"] == "evaluated"
+    compared = runner.invoke(app, ["compare", str(tmp_path / "v"), first.id, second.id], terminal_width=200)
+    assert compared.exit_code == 0
+    for text in (first.id, second.id, f"{first.fitness:.4f}", f"{second.fitness:.4f}",
+                 f"{first.fitness - second.fitness:+.4f}"):
+        assert text in compared.output, text
     missing = runner.invoke(app, ["show", str(tmp_path / "v"), "nope"])
     assert missing.exit_code != 0 and "no candidate" in str(missing.exception)
     console = Console(record=True, width=120)

@@ -36,13 +36,14 @@ class SleepySlot:
 def test_slot_executor_balances_orders_and_propagates_errors():
     log: list = []
     with SlotExecutor([SleepySlot("a", log), SleepySlot("b", log)]) as ex:
-        started = time.perf_counter()
-        # one slow request must not hold up the short ones: the idle slot takes them
-        results = list(ex.map([EvaluationRequest.probe(c) for c in ("0.6", "0.05", "0.05", "0.05")]))
-        took = time.perf_counter() - started
-        assert [r[1] for r in results] == ["0.6", "0.05", "0.05", "0.05"]  # map keeps request order
+        # one slow request must not hold up the short ones: the idle slot takes them (judged by the
+        # order in which the slots finished, not by wall time, which a shared machine cannot promise)
+        results = list(ex.map([EvaluationRequest.probe(c) for c in ("1.5", "0.01", "0.01", "0.01")]))
+        assert [r[1] for r in results] == ["1.5", "0.01", "0.01", "0.01"]  # map keeps request order
         slow_slot = results[0][0]
-        assert all(r[0] != slow_slot for r in results[1:]) and took < 1.2
+        assert all(r[0] != slow_slot for r in results[1:])
+        finished = [code for _, code in log]
+        assert finished.index("1.5") == len(finished) - 1  # the three short ones finished first
         with pytest.raises(RuntimeError, match="worker lost"):
             ex.submit(EvaluationRequest.probe("boom")).result()
         assert ex.submit(EvaluationRequest.probe("0")).result()[1] == "0"  # still serving

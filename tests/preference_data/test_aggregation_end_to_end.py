@@ -1,8 +1,8 @@
 """Annotation app DB -> export -> aggregate -> TRL-format JSONL -> one weighted-DPO training run.
 
-The training run uses a tiny random-init GPT-2 (evaluators.lm.build_model, character vocabulary)
-with the registered DPO loss reduced by `preference_data.weighting.weighted_mean`: the tinylm tier
-trains on its own token tasks and has no entry point for arbitrary TRL pairs.
+The training run is the project's own loop (`evaluators.training.train_preference`) on a tiny
+random-init GPT-2 (`evaluators.lm.build_model`, character vocabulary), with the registered DPO loss
+and each pair's weight applied as the pluralistic tier applies it (`weighting.example_scales`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import torch
 
 from preference_data.aggregation import (AggregationConfig, aggregate, load_judgments,
                                          load_population_shares, read_pairs, write_pairs)
-
-annotation = pytest.importorskip("preference_data.annotation.demo")
+from preference_data.annotation import demo as annotation
 
 
 def _annotate(tmp_path: Path) -> tuple[str, list[str]]:
@@ -54,7 +53,8 @@ def _train_one_run(pairs: list[dict], steps: int = 15) -> tuple[float, float, fl
     """Weighted DPO on a char-level tiny GPT-2; returns (first loss, last loss, final train margin)."""
     from candidate_losses import get_loss
     from evaluators.lm import ModelConfig, Vocab, build_model, response_logps
-    from preference_data.weighting import condition_on_dimension, weighted_mean
+    from evaluators.training import train_preference
+    from preference_data.weighting import condition_on_dimension, example_scales
 
     torch.manual_seed(0)
     prompts = [condition_on_dimension(p["prompt"], p["dimension"])[-24:].rjust(24) for p in pairs]
@@ -74,15 +74,21 @@ def _train_one_run(pairs: list[dict], steps: int = 15) -> tuple[float, float, fl
     with torch.no_grad():
         ref_c, ref_r = response_logps(ref, prefix, c, cl), response_logps(ref, prefix, r, rl)
     dpo = get_loss("dpo").fn
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(steps):
-        pc, pr = response_logps(policy, prefix, c, cl), response_logps(policy, prefix, r, rl)
-        loss = weighted_mean(dpo(pc, pr, ref_c, ref_r, 0.1), weights)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    batch: dict[str, torch.Tensor] = {}
+
+    def policy_logps(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch["idx"] = idx
+        return response_logps(policy, prefix[idx], c[idx], cl[idx]), response_logps(policy, prefix[idx], r[idx], rl[idx])
+
+    def weighted_dpo(pc, pr, rc, rr, beta):  # mean of these = the weighted mean of DPO's losses
+        return dpo(pc, pr, rc, rr, beta) * example_scales(None, weights=weights[batch["idx"]])
+
+    out = train_preference(parameters=policy.parameters(), policy_logps=policy_logps, reference_chosen=ref_c,
+                           reference_rejected=ref_r, loss_fn=weighted_dpo, beta=0.1, loss_kwargs={}, steps=steps,
+                           batch_size=len(pairs), lr=3e-3, grad_clip=0.0, weight_decay=0.01,
+                           generator=torch.Generator().manual_seed(0), log_every=1)
+    assert out.flags == [] and out.steps_done == steps, out.message
+    losses = out.curve
     with torch.no_grad():
         margin = ((response_logps(policy, prefix, c, cl) - ref_c) - (response_logps(policy, prefix, r, rl) - ref_r))
     return losses[0], losses[-1], float((weights * margin).sum() / weights.sum())

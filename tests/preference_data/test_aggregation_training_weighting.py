@@ -7,37 +7,15 @@ import math
 import pytest
 import torch
 
-from preference_data.weighting import (GroupRobustReducer, condition_on_dimension, condition_pairs,
-                                       group_ids, group_mean_losses, group_robust_step, weighted_mean)
-
-
-def test_weighted_mean_matches_definition_and_rejects_bad_weights() -> None:
-    losses = torch.tensor([1.0, 2.0, 4.0])
-    assert weighted_mean(losses, torch.tensor([1.0, 0.0, 3.0])).item() == pytest.approx(13 / 4)
-    assert weighted_mean(losses).item() == pytest.approx(7 / 3)
-    assert weighted_mean(losses, torch.ones(3) * 5).item() == pytest.approx(7 / 3)
-    with pytest.raises(ValueError):
-        weighted_mean(losses, torch.tensor([1.0, -1.0, 1.0]))
-    with pytest.raises(ValueError):
-        weighted_mean(losses, torch.ones(2))
-
-
-def test_weighted_mean_gradient_is_weight_share() -> None:
-    losses = torch.tensor([1.0, 2.0], requires_grad=True)
-    weighted_mean(losses, torch.tensor([1.0, 3.0])).backward()
-    assert losses.grad.tolist() == pytest.approx([0.25, 0.75])
+from preference_data.weighting import condition_on_dimension, group_mean_losses, group_robust_step
 
 
 def test_dimension_conditioning() -> None:
     assert condition_on_dimension("Hi?", "politeness") == "[politeness] Hi?"
     assert condition_on_dimension("Hi?", None) == "Hi?"
-    out = condition_pairs([{"prompt": "Q", "chosen": "a", "rejected": "b", "dimension": "brevity", "weight": 2}])
-    assert out[0]["prompt"] == "[brevity] Q" and out[0]["weight"] == 2
 
 
-def test_group_mean_losses_and_ids() -> None:
-    gid, vocab = group_ids(["s", "n", "n", None], vocabulary=["n", "s", None])
-    assert gid.tolist() == [1, 0, 0, 2] and vocab == ["n", "s", None]
+def test_group_mean_losses() -> None:
     lg, present = group_mean_losses(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0, 0, 2]), 4)
     assert lg.tolist() == pytest.approx([1.5, 0.0, 4.0, 0.0]) and present.tolist() == [True, False, True, False]
 
@@ -58,10 +36,9 @@ def test_grpo_step_is_exponentiated_gradient_on_group_losses() -> None:
 
 
 def test_grpo_absent_group_keeps_relative_weight_and_worst_group_grows() -> None:
-    reducer = GroupRobustReducer(3, eta=1.0)
+    a = torch.full((3,), 1 / 3, dtype=torch.float64)
     for _ in range(20):
-        reducer(torch.tensor([0.1, 2.0]), torch.tensor([0, 1]))
-    a = reducer.alpha
+        _, a = group_robust_step(torch.tensor([0.1, 2.0], dtype=torch.float64), torch.tensor([0, 1]), a, eta=1.0)
     assert a[1] > 0.95 and a.sum().item() == pytest.approx(1.0)
     assert a[0] / a[2] == pytest.approx(math.exp(20 * 0.1), rel=1e-6)  # group 2 never seen: not updated
 
@@ -73,10 +50,13 @@ def test_grpo_minimises_worst_group_on_a_toy_problem() -> None:
         opt = torch.optim.SGD([theta], lr=0.1)
         targets = torch.tensor([0.0, 0.0, 0.0, 1.0])
         groups = torch.tensor([0, 0, 0, 1])
-        reducer = GroupRobustReducer(2, eta=0.5)
+        alpha = torch.full((2,), 0.5)
         for _ in range(400):
             losses = (theta - targets) ** 2
-            loss = reducer(losses, groups) if robust else losses.mean()
+            if robust:
+                loss, alpha = group_robust_step(losses, groups, alpha, eta=0.5)
+            else:
+                loss = losses.mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -89,7 +69,7 @@ def test_example_scales_reproduce_the_reductions_through_a_plain_mean() -> None:
     from preference_data.weighting import example_scales
     losses = torch.tensor([1.0, 2.0, 4.0, 8.0])
     w = torch.tensor([1.0, 0.5, 2.0, 0.5])
-    assert (example_scales(None, weights=w) * losses).mean().item() == pytest.approx(weighted_mean(losses, w).item())
+    assert (example_scales(None, weights=w) * losses).mean().item() == pytest.approx(float((w * losses).sum() / w.sum()))
     groups, alpha = torch.tensor([0, 0, 1, 2]), torch.tensor([0.2, 0.3, 0.5])
     lg, _ = group_mean_losses(losses, groups, 3, w)
     assert (example_scales(groups, alpha, w) * losses).mean().item() == pytest.approx(float((alpha * lg).sum()))
