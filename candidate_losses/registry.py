@@ -1,4 +1,9 @@
-"""Name -> LossSpec registry over the baseline modules and the promoted (discovered) losses."""
+"""Name -> LossSpec registry over the library modules and the promoted (discovered) losses.
+
+Every module of this package other than the machinery (``contract``, ``registry``, ``source``) is a
+library module whose ``@register`` functions are loaded on first use: adding a loss is adding a
+decorated function to one of them, or a new module beside them.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from candidate_losses.contract import LossFn, LossSpec, Origin, spec_from_functi
 
 _REGISTRY: dict[str, LossSpec] = {}
 _LOADED = False
-_BASELINE_MODULES = ("candidate_losses.baselines", "candidate_losses.discopop")
-DISCOVERED_DIR = Path(__file__).parent / "discovered"
+PACKAGE_DIR = Path(__file__).parent
+MACHINERY = frozenset({"contract", "registry", "source"})  # modules of this package that define no loss
+DISCOVERED_DIR = PACKAGE_DIR / "discovered"
 # Other names people use for the same losses (TRL loss_type names, paper names).
 ALIASES: dict[str, str] = {"sigmoid": "dpo", "discopop": "lrml", "slic": "hinge", "rdpo": "robust"}
 
@@ -46,8 +52,9 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    for mod in _BASELINE_MODULES:
-        importlib.import_module(mod)
+    for info in sorted(pkgutil.iter_modules([str(PACKAGE_DIR)]), key=lambda i: i.name):
+        if not info.ispkg and info.name not in MACHINERY:
+            importlib.import_module(f"candidate_losses.{info.name}")
     # Promoted winners: each a module in candidate_losses/discovered/ that registers itself,
     # with its provenance (campaign, scores, date) in a sidecar JSON of the same stem.
     if DISCOVERED_DIR.is_dir():

@@ -48,7 +48,7 @@ def evaluate_loss(
     """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness."""
     import torch
 
-    from evaluators.metrics import aggregate, run_score
+    from evaluators.metrics import run_score, suite_fitness
     from evaluators.reference import default_cache_dir
 
     fn, name = _resolve_loss(loss_fn)
@@ -76,7 +76,7 @@ def evaluate_loss(
     finally:
         torch.set_num_threads(threads)
     labels = [_group_label(g.tier, g.task, g.task_params) for g in suite_obj.groups]
-    fitness, fitness_se, per_task = aggregate(runs, groups, labels, suite_obj.scoring)
+    fitness, fitness_se, per_task = suite_fitness(runs, groups, labels, suite_obj.scoring)
     return SuiteResult(loss=name, suite=suite_obj.name, fitness=fitness, fitness_se=fitness_se,
                        runs=runs, wall_time_s=time.perf_counter() - start, per_task=per_task)
 

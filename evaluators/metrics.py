@@ -34,7 +34,7 @@ def run_score(run: RunResult, scoring: Scoring, kl_budget: float) -> float:
     return max(score, scoring.failure_score) if math.isfinite(score) else scoring.failure_score
 
 
-def aggregate(
+def suite_fitness(
     runs: list[RunResult], groups: list[int], labels: list[str], scoring: Scoring,
 ) -> tuple[float, float, dict[str, float]]:
     """(fitness, fitness_se, per-group mean score) from scored runs; ``groups[i]`` is run i's group."""

@@ -4,7 +4,7 @@
     prefdisco spa configs/spa.yaml --json                # the same as JSON (plus every stage field)
     prefdisco spa configs/spa.yaml --out runs/spa0       # also write pairs.jsonl (TRL format) + stages.json
     prefdisco spa configs/spa.yaml --print-config        # the fully resolved config, then exit
-    prefdisco spa configs/spa_hf.yaml                    # `tier: hf`: any HF causal LM + TRL dataset
+    prefdisco spa configs/spa_hf.yaml                    # `backend: hf`: any HF causal LM + TRL dataset
 
 Only registered (trusted) losses run here (``--loss``); to score untrusted candidate code on
 the SPA loop use the ``spa`` suite (``prefdisco evaluate --suite spa``), which runs in the sandbox.
@@ -26,10 +26,25 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _stage_line(stage: Any, backend: str) -> str:
+    """One table row. tinylm: labels and policy against the gold reward; hf (no gold reward): the
+    judge's agreement with the dataset's own labels (n/a for a prompt file), KL, comparison judges."""
+    name = "seed DPO" if stage.iteration == 0 else f"iter {stage.iteration}"
+    if backend == "hf":
+        agreement = _fmt(stage.label_agreement) if stage.agreement_pairs else "n/a"
+        others = "".join(f"  {k} agrees {_fmt(v)}" for k, v in stage.compare_agreement.items())
+        return (f"{name:>9}  pairs {stage.pairs:5d}  label agreement {agreement}  "
+                f"flagged {_fmt(stage.flagged_share, '.2f')}  KL {_fmt(stage.kl, '.2f')}{others}")
+    return (f"{name:>9}  pairs {stage.pairs:5d}  label agreement {_fmt(stage.label_accuracy)}  "
+            f"flagged {_fmt(stage.flagged_share, '.2f')}  gold reward {_fmt(stage.gold_reward)}  "
+            f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}"
+            + (f"  FLAGS {','.join(stage.flags)}: {stage.message}" if stage.flags else ""))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("spa")
     def spa(
-        config: Path = typer.Argument(..., help="SPA config YAML (configs/spa.yaml; `tier: hf` as in configs/spa_hf.yaml)."),
+        config: Path = typer.Argument(..., help="SPA config YAML (configs/spa.yaml; `backend: hf` as in configs/spa_hf.yaml)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
         out: Optional[Path] = typer.Option(None, "--out", help="Directory for pairs.jsonl (TRL) and stages.json."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
@@ -39,7 +54,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Seed DPO, then SPA iterations: sample, self-label, refine, train. Prints per iteration the
         self-labels' agreement with the gold reward, the policy's gold reward and its KL to pi_init
-        (`tier: hf`: agreement with the dataset's own labels, or n/a, and KL)."""
+        (`backend: hf`: agreement with the dataset's own labels, or n/a, and KL)."""
         from preference_data.spa.config import dump_spa_config
         from preference_data.spa.hf_config import SPAHFConfig, load_spa_yaml
 
@@ -47,44 +62,53 @@ def register(app: typer.Typer) -> None:
             cfg = load_spa_yaml(config)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        if isinstance(cfg, SPAHFConfig):   # `tier: hf`: SPA over an HF causal LM through TRL
-            _run_hf(cfg, as_json=as_json, out=out, seed=seed, loss=loss, device=device, print_config=print_config)
-            return
+        hf = isinstance(cfg, SPAHFConfig)
         if seed is not None:
             cfg.seed = seed
         if out is not None:
             cfg.out_dir = str(out)
         if loss is not None:
             cfg.train.loss = _check_loss(loss)
+        if device is not None and hf:
+            cfg.train.device = device
         if print_config:
             typer.echo(dump_spa_config(cfg), nl=False)
             return
 
         from evaluators.results import finite_or_none
-        from preference_data.spa.pipeline import run_spa
 
         def show(stage: Any) -> None:
-            if as_json:
-                return
-            name = "seed DPO" if stage.iteration == 0 else f"iter {stage.iteration}"
-            typer.echo(f"{name:>9}  pairs {stage.pairs:5d}  label agreement {_fmt(stage.label_accuracy)}  "
-                       f"flagged {_fmt(stage.flagged_share, '.2f')}  gold reward {_fmt(stage.gold_reward)}  "
-                       f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}"
-                       + (f"  FLAGS {','.join(stage.flags)}: {stage.message}" if stage.flags else ""))
+            if not as_json:
+                typer.echo(_stage_line(stage, cfg.backend))
 
         if not as_json:
-            typer.echo(f"SPA on {cfg.task.name} seed {cfg.seed}: {cfg.data.seed_pairs} gold pairs "
-                       f"({100 * cfg.data.gold_fraction:.1f} % of {cfg.data.seed_pairs + sum(cfg.data.prompts_per_iteration)}), "
-                       f"judge {cfg.judge.kind}, refinement {'on' if cfg.refinement.enabled else 'off'}")
+            typer.echo(_header(cfg))
         try:
-            result = run_spa(cfg, device=device, on_stage=show)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+            if hf:
+                from preference_data.spa.hf import run_spa_hf
+
+                result = run_spa_hf(cfg, on_stage=show)
+            else:
+                from preference_data.spa.pipeline import run_spa
+
+                result = run_spa(cfg, device=device, on_stage=show)
+        except (ValueError, OSError) as exc:
+            raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         if as_json:
             typer.echo(json.dumps(finite_or_none(result.to_dict()), indent=2))
-        else:
-            typer.echo(f"pi_init gold reward {_fmt(result.reference_reward)}; "
-                       f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))
+            return
+        if not hf:
+            typer.echo(f"pi_init gold reward {_fmt(result.reference_reward)}; ", nl=False)
+        typer.echo(f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))
+
+
+def _header(cfg: Any) -> str:
+    refinement = f"refinement {'on' if cfg.refinement.enabled else 'off'}"
+    if cfg.backend == "hf":
+        return f"SPA (hf) on {cfg.model} / {cfg.data.dataset} seed {cfg.seed}: judge {cfg.judge.kind}, {refinement}"
+    total = cfg.data.seed_pairs + sum(cfg.data.prompts_per_iteration)
+    return (f"SPA on {cfg.task.name} seed {cfg.seed}: {cfg.data.seed_pairs} gold pairs "
+            f"({100 * cfg.data.gold_fraction:.1f} % of {total}), judge {cfg.judge.kind}, {refinement}")
 
 
 def _check_loss(loss: str) -> str:
@@ -94,45 +118,3 @@ def _check_loss(loss: str) -> str:
     if loss.lower() not in names:
         raise UserError(f"unknown loss {loss!r}; registered: {', '.join(sorted(names))}")
     return loss.lower()
-
-
-def _run_hf(cfg: Any, *, as_json: bool, out: Path | None, seed: int | None, loss: str | None,
-            device: str | None, print_config: bool) -> None:
-    """`prefdisco spa` for `tier: hf` configs (preference_data.spa.hf). There is no gold reward, so
-    it prints the judge's agreement with the dataset's own labels (n/a for a prompt file) and KL."""
-    from preference_data.spa.hf_config import dump_spa_hf_config
-
-    if seed is not None:
-        cfg.seed = seed
-    if out is not None:
-        cfg.out_dir = str(out)
-    if loss is not None:
-        cfg.train.loss = _check_loss(loss)
-    if device is not None:
-        cfg.train.device = device
-    if print_config:
-        typer.echo(dump_spa_hf_config(cfg), nl=False)
-        return
-    from preference_data.spa.hf import run_spa_hf
-    from evaluators.results import finite_or_none
-
-    def show(stage: Any) -> None:
-        if as_json:
-            return
-        name = "seed DPO" if stage.iteration == 0 else f"iter {stage.iteration}"
-        agreement = _fmt(stage.label_agreement) if stage.agreement_pairs else "n/a"
-        others = "".join(f"  {k} agrees {_fmt(v)}" for k, v in stage.compare_agreement.items())
-        typer.echo(f"{name:>9}  pairs {stage.pairs:5d}  label agreement {agreement}  "
-                   f"flagged {_fmt(stage.flagged_share, '.2f')}  KL {_fmt(stage.kl, '.2f')}{others}")
-
-    if not as_json:
-        typer.echo(f"SPA (hf) on {cfg.model} / {cfg.data.dataset} seed {cfg.seed}: judge {cfg.judge.kind}, "
-                   f"refinement {'on' if cfg.refinement.enabled else 'off'}")
-    try:
-        result = run_spa_hf(cfg, on_stage=show)
-    except (ValueError, OSError) as exc:
-        raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    if as_json:
-        typer.echo(json.dumps(finite_or_none(result.to_dict()), indent=2))
-    else:
-        typer.echo(f"{len(result.store)} pairs stored" + (f" in {out}/pairs.jsonl" if out else ""))

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import openai
 
 from discovery.proposers.reply import extract_reply
-from discovery.config import LLMConfig, ModelEndpoint
+from discovery.config import LLMConfig, ModelEndpoint, ProposerConfig
 from discovery.errors import UserError
 from discovery.proposers.prompting import ProposalContext, RepairContext, render_propose, render_repair, render_system
 from discovery.proposers.base import Proposal
@@ -141,3 +141,8 @@ class LLMProposer:
                 self.sleep(wait)
                 delay = min(cfg.backoff_max_s, delay * 2)
         raise AssertionError("unreachable")
+
+
+def from_config(config: ProposerConfig) -> LLMProposer:
+    """``proposer.kind: llm`` in a campaign config."""
+    return LLMProposer(config.llm)

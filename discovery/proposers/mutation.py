@@ -22,7 +22,7 @@ from typing import Callable
 
 from candidate_losses.contract import CONTRACT_ARGS
 from candidate_losses.source import code_hash, contract_function, count_nodes
-from discovery.config import MutationConfig
+from discovery.config import MutationConfig, ProposerConfig
 from discovery.proposers.base import Proposal
 from discovery.proposers.prompting import ProposalContext
 from discovery.proposers.reply import sanitize_name
@@ -329,3 +329,7 @@ class MutationProposer:
             )
         return None
 
+
+def from_config(config: ProposerConfig) -> MutationProposer:
+    """``proposer.kind: mutation`` in a campaign config."""
+    return MutationProposer(config.mutation)

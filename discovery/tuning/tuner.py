@@ -88,7 +88,7 @@ def default_params(target: TuningTarget, ref_beta: float, ref_lr: float | None) 
 
 
 def combine_seeds(per_seed: list[dict[str, Any]]) -> tuple[float, float]:
-    """Suite fitness and SE from per-seed results, exactly as `evaluators.metrics.aggregate` does:
+    """Suite fitness and SE from per-seed results, exactly as `evaluators.metrics.suite_fitness` does:
     mean over groups of (mean over seeds of the seed's beta-max score); SE from per-group SEs."""
     labels = sorted(per_seed[0].get("per_task") or {})
     if not labels:

@@ -1,23 +1,36 @@
 """Text tasks for the tinylm tier: each generates its own prompts and SFT corpus, offline and
 deterministically from a seed, and owns its gold reward.
 
-Adding a task = one file here defining a ``TextTask`` subclass, plus one line in ``TASKS``.
+Adding a task = one file here defining a ``TextTask`` subclass with its ``name``: every module of
+this package is imported and every ``TextTask`` subclass with a name of its own becomes a task.
 Tokens are whole words from the task's own small vocabulary (no tokenizer download). Prompts
 have a fixed token length per task so batches need no left padding.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from evaluators.tasks.base import TextTask
-from evaluators.tasks.sentiment import SentimentTask
-from evaluators.tasks.sorting import SortingTask
 
-TASKS: dict[str, type[TextTask]] = {
-    "sentiment": SentimentTask,
-    "sorting": SortingTask,
-}
+
+def _discover() -> dict[str, type[TextTask]]:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    tasks: dict[str, type[TextTask]] = {}
+    todo = list(TextTask.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if cls.name != TextTask.name and not getattr(cls, "__abstractmethods__", None):
+            if tasks.setdefault(cls.name, cls) is not cls:
+                raise TypeError(f"two tasks are named {cls.name!r}: {tasks[cls.name].__name__}, {cls.__name__}")
+    return dict(sorted(tasks.items()))
+
+
+TASKS: dict[str, type[TextTask]] = _discover()
 
 
 def make_task(name: str, **params: Any) -> TextTask:

@@ -6,13 +6,14 @@ A small gold-labelled seed, then rounds of self-generated, self-labelled prefere
     result = run_spa(load_spa_config("configs/spa.yaml"))          # or run_spa(cfg, loss_fn=candidate)
     result.stages[-1].gold_reward; result.store.save_trl_jsonl("pairs.jsonl")
 
-Modules: ``config`` (typed YAML config), ``judges`` (implicit reward / gold / reward model / LLM),
-``refinement`` (noise-aware label smoothing with de-coupled noise detection), ``rounds`` (one
-training round on the tinylm trainer), ``pipeline`` (the loop), ``store`` (pairs + TRL export),
-``tier`` (the ``spa`` benchmark-suite tier); ``hf``, ``hf_config``, ``hf_refine``: the same loop
-over any Hugging Face causal LM through TRL (``run_spa_hf``, ``configs/spa_hf.yaml``, ``tier: hf``;
-its deviations are ``hf.HF_DEVIATIONS``). Small-scale deviations from the paper are listed in
-``DEVIATIONS`` below and printed by ``prefdisco spa --help``.
+Modules: ``loop`` (the loop, once: seed DPO, then sample, self-label, refine, train; stage records,
+result, saving), ``config`` (typed YAML config), ``judges`` (implicit reward / gold / reward model /
+LLM), ``refinement`` (noise-aware label smoothing with de-coupled noise detection), ``store`` (pairs +
+TRL export), ``tier`` (the ``spa`` benchmark-suite tier). Two backends plug into the loop:
+``pipeline`` (tinylm: a task whose gold reward audits everything; ``rounds`` trains on the tinylm
+trainer) and ``hf`` (any Hugging Face causal LM through TRL: ``hf_config``, ``hf_refine``,
+``configs/spa_hf.yaml`` with ``backend: hf``; its deviations are ``hf.HF_DEVIATIONS``). Small-scale
+deviations from the paper are listed in ``DEVIATIONS`` below and printed by ``prefdisco spa --help``.
 """
 
 from __future__ import annotations

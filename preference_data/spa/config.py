@@ -11,17 +11,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from evaluators.typed_config import build_dataclass, read_yaml_file
-
-JUDGES = ("implicit", "gold", "reward_model", "llm")
+from evaluators.typed_config import Config, build_dataclass, read_yaml_file
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Config):
     """The tinylm task whose gold reward is ground truth (``evaluators.tasks``)."""
 
     name: str = "sentiment"
@@ -29,7 +27,7 @@ class TaskConfig:
 
 
 @dataclass
-class ReferenceConfig:
+class ReferenceConfig(Config):
     """The SFT reference pi_init, built and cached by the tinylm tier (its model/sft/data knobs).
 
     Empty mappings take the tinylm tier's defaults (``evaluators.tinylm_config``)."""
@@ -40,7 +38,7 @@ class ReferenceConfig:
 
 
 @dataclass
-class DataConfig:
+class SPADataConfig(Config):
     """How much gold-labelled seed and how many fresh prompts per iteration.
 
     Paper: 2K seed pairs (3.3 % of UltraFeedback), then 8K / 20K / 30K prompts. Default here: the
@@ -56,7 +54,7 @@ class DataConfig:
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Config):
     """Sampling the two responses per prompt from the current policy (paper: T=0.7, top-p 1)."""
 
     temperature: float = 0.7
@@ -64,11 +62,11 @@ class SamplingConfig:
 
 
 @dataclass
-class JudgeConfig:
+class SPAJudgeConfig(Config):
     """Who labels the sampled pairs. ``implicit`` is SPA; the others are the paper's comparisons
     (``gold`` = an oracle, like labelling with the full human data)."""
 
-    kind: str = "implicit"               # implicit | gold | reward_model | llm
+    kind: Literal["implicit", "gold", "reward_model", "llm"] = "implicit"
     beta: float | None = None            # implicit reward scale; None: train.beta
     gold_sample: bool = True             # gold judge: Bradley-Terry sample (like the seed) vs argmax
     reward_model: str | None = None      # reward_model judge: local path of a transformers
@@ -82,7 +80,7 @@ class JudgeConfig:
 
 
 @dataclass
-class RefinementConfig:
+class RefinementConfig(Config):
     """Noise-aware self-refinement (paper Sec. 4.2) with de-coupled noise detection (DND)."""
 
     enabled: bool = True
@@ -96,7 +94,7 @@ class RefinementConfig:
 
 
 @dataclass
-class TrainConfig:
+class SPATrainConfig(Config):
     """Preference training (seed DPO, then one round per iteration) through the loss contract."""
 
     loss: str = "dpo"                     # a registered loss name (candidate losses come in via the API)
@@ -112,16 +110,17 @@ class TrainConfig:
 
 
 @dataclass
-class SPAConfig:
+class SPAConfig(Config):
     """Everything one SPA run needs; ``seed`` fixes the reference, data, sampling and training."""
 
+    backend: Literal["tinylm"] = "tinylm"   # the model family (configs/spa_hf.yaml: backend: hf)
     task: TaskConfig = field(default_factory=TaskConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SPADataConfig = field(default_factory=SPADataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    judge: SPAJudgeConfig = field(default_factory=SPAJudgeConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: SPATrainConfig = field(default_factory=SPATrainConfig)
     seed: int = 0
     cache_dir: str | None = None          # reference cache; None: $PREFDISCO_CACHE or ~/.cache/prefdisco
     out_dir: str | None = None            # where the pair store / per-iteration log go; None: nowhere
@@ -133,26 +132,30 @@ class SPAConfig:
     def judge_beta(self) -> float:
         return self.train.beta if self.judge.beta is None else self.judge.beta
 
+    def check(self) -> None:
+        check_judge_and_refinement(self)
+        if self.data.seed_pairs < 2 or any(n < 1 for n in self.data.prompts_per_iteration):
+            raise ValueError("data.seed_pairs must be >= 2 and every prompts_per_iteration entry >= 1")
+        if self.sampling.temperature <= 0:
+            raise ValueError("sampling.temperature must be > 0")
+
+
+def check_judge_and_refinement(cfg: Any) -> None:
+    """The checks both backends' configs share."""
+    if cfg.judge.kind == "reward_model" and not cfg.judge.reward_model:
+        raise ValueError("judge.reward_model: give the path of a local reward-model checkpoint")
+    if not 0.0 <= cfg.refinement.alpha <= 0.5:
+        raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
+    if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
+        raise ValueError("refinement.noise_fraction must be in [0, 1)")
+
 
 def _build(cls: type, data: Any, where: str) -> Any:
     return build_dataclass(cls, data, where, ValueError)
 
 
 def spa_config_from_dict(data: dict[str, Any] | None) -> SPAConfig:
-    cfg = _build(SPAConfig, data or {}, "")
-    if cfg.judge.kind not in JUDGES:
-        raise ValueError(f"judge.kind: {cfg.judge.kind!r} is not one of {', '.join(JUDGES)}")
-    if cfg.judge.kind == "reward_model" and not cfg.judge.reward_model:
-        raise ValueError("judge.reward_model: give the path of a local reward-model checkpoint")
-    if cfg.data.seed_pairs < 2 or any(n < 1 for n in cfg.data.prompts_per_iteration):
-        raise ValueError("data.seed_pairs must be >= 2 and every prompts_per_iteration entry >= 1")
-    if not 0.0 <= cfg.refinement.alpha <= 0.5:
-        raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
-    if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
-        raise ValueError("refinement.noise_fraction must be in [0, 1)")
-    if cfg.sampling.temperature <= 0:
-        raise ValueError("sampling.temperature must be > 0")
-    return cfg
+    return _build(SPAConfig, data or {}, "")
 
 
 def load_spa_config(path: str | Path) -> SPAConfig:
@@ -163,6 +166,6 @@ def spa_config_to_dict(cfg: SPAConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def dump_spa_config(cfg: SPAConfig) -> str:
-    """The fully resolved config as YAML (every default spelled out)."""
-    return yaml.safe_dump(spa_config_to_dict(cfg), sort_keys=False)
+def dump_spa_config(cfg: Any) -> str:
+    """The fully resolved config of either backend as YAML (every default spelled out)."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

@@ -1,4 +1,4 @@
-"""The SPA loop over the ``hf`` TRL tier: any causal LM, any TRL-format preference dataset.
+"""The ``hf`` backend of the SPA loop (``loop.run_loop``): any causal LM, any TRL-format preference dataset.
 
     pi_0 = DPO(pi_init, seed pairs of the dataset)                         (TRL, contract loss)
     for i in 1..T:
@@ -18,14 +18,12 @@ Deviations from the paper and from the tinylm loop are listed in ``HF_DEVIATIONS
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,9 +34,10 @@ from evaluators.hf import generate, load_preference_dataset, prompt_text
 from preference_data.spa.hf_config import SPAHFConfig, spa_hf_config_from_dict
 from preference_data.spa.hf_refine import BatchRefiner, SmoothingDPOTrainer
 from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
+from preference_data.spa.loop import SPAResult, StageRecord, resolve_loss, run_loop
 from preference_data.spa.refinement import dnd_lambda
 from preference_data.spa.rounds import steps_for
-from preference_data.spa.store import LabelledPair, PairStore
+from preference_data.spa.store import LabelledPair
 
 HF_DEVIATIONS = """\
 Judging: the implicit reward scores each response as TRL will train it (prompt + decoded text + EOS,
@@ -54,42 +53,6 @@ reference, one extra no-grad forward of each per micro-batch holding self-labell
 stored confidence / smoothing are those of its last visit. Seed pairs are replayed every iteration
 by default (train.include_seed). Optimiser and schedule are TRL's (paper: lr 5e-7, cosine, warm-up).
 """
-
-
-@dataclass
-class HFStageRecord:
-    """One stage (0 = seed DPO, i >= 1 = SPA iteration i)."""
-
-    iteration: int
-    pairs: int                            # pairs trained on (self-labelled + replayed seed)
-    new_pairs: int                        # pairs labelled this stage (seed pairs at stage 0)
-    dropped_identical: int = 0
-    label_agreement: float = math.nan     # judge vs the dataset's labels on the fresh prompts' pairs
-    agreement_pairs: int = 0              # 0: prompts had no labelled pairs (prompt file): n/a
-    mean_label_prob: float = math.nan
-    flagged_share: float = 0.0            # share of new pairs smoothed at their last visit
-    compare_agreement: dict[str, float] = field(default_factory=dict)   # other judges vs the SPA label
-    dnd_lambda: float | None = None
-    steps: int = 0
-    kl: float = math.nan                  # MC estimate of KL(pi_i || pi_init), nats per sequence
-    curve: list[float] = field(default_factory=list)
-    wall_time_s: float = 0.0
-
-
-@dataclass
-class SPAHFResult:
-    stages: list[HFStageRecord]
-    store: PairStore
-    config: dict[str, Any]
-    wall_time_s: float = 0.0
-
-    @property
-    def final(self) -> HFStageRecord:
-        return self.stages[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tier": "hf", "stages": [asdict(s) for s in self.stages], "pairs": len(self.store),
-                "wall_time_s": self.wall_time_s, "config": self.config}
 
 
 # ---- tokens and log-probs (mirroring how TRL tokenizes standard-format pairs) --------------------------
@@ -143,14 +106,16 @@ def _as_completion(tokenizer: Any, prompt: str, ids: list[int]) -> str:
 
 # ---- the run --------------------------------------------------------------------------------------------
 
-class _HFRun:
-    """Models, data and helpers shared by the stages of one run."""
+class HFBackend:
+    """Models, data and TRL training of one SPA run over an HF causal LM (see ``loop.Backend``)."""
+
+    name = "hf"
 
     def __init__(self, cfg: SPAHFConfig) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not cfg.model or not cfg.data.dataset:
-            raise ValueError("the hf SPA tier needs model and data.dataset")
+            raise ValueError("the hf SPA backend needs model and data.dataset")
         self.cfg = cfg
         use_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
         self.use_cpu, self.device = use_cpu, "cpu" if use_cpu else "cuda"
@@ -182,6 +147,71 @@ class _HFRun:
         if need > len(self.fresh):
             raise ValueError(f"prompts_per_iteration needs {need} fresh prompts, only {len(self.fresh)} remain "
                              "after the seed and eval prompts")
+        self.offset = 0                       # fresh prompts used so far
+        self.refiner: BatchRefiner | None = None
+
+    # ---- the loop's interface ------------------------------------------------------------------------
+    def judges(self, client: Any | None) -> tuple[Any, list[Any]]:
+        cfg = self.cfg
+        judge = make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=1.0,
+                           generator=torch.Generator().manual_seed(cfg.seed), device=self.device, client=client)
+        others = [make_judge(dataclasses.replace(cfg.judge, kind=kind), beta=cfg.judge_beta(), label_temperature=1.0,
+                             generator=torch.Generator().manual_seed(cfg.seed), device=self.device, client=client)
+                  for kind in cfg.compare_judges]
+        return judge, others
+
+    def dnd_lambda(self, stage: int) -> float | None:
+        r = self.cfg.refinement
+        return dnd_lambda(stage, r.dnd_lambda, r.dnd_decay) if r.enabled and r.dnd and stage > 0 else None
+
+    def count(self, rows: list[dict[str, Any]]) -> int:
+        return len(rows)
+
+    def with_seed(self, fresh: list[dict[str, Any]], seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return fresh + seed
+
+    def seed_pairs(self) -> tuple[list[dict[str, Any]], list[LabelledPair]]:
+        rows = [{**r, "smoothing": 0.0, "pair_index": -1} for r in self.seed_rows]
+        return rows, _seed_records(self)
+
+    def self_label(self, policy: Any, stage: int, judge: Any, others: list[Any], record: StageRecord
+                   ) -> tuple[list[dict[str, Any]], list[LabelledPair]]:
+        new = _self_label(self, policy, stage, judge, others, self.offset, record)
+        self.offset += self.cfg.data.prompts_per_iteration[stage - 1]
+        alpha = self.cfg.refinement.alpha if self.cfg.refinement.enabled else 0.0
+        rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "smoothing": alpha,
+                 "pair_index": k} for k, p in enumerate(new)]
+        return rows, new
+
+    def train(self, policy: Any, reference: Any, rows: list[dict[str, Any]], new: list[LabelledPair], stage: int,
+              record: StageRecord, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any]) -> None:
+        cfg, r = self.cfg, self.cfg.refinement
+        refiner = BatchRefiner(cfg.train.beta, r.noise_fraction, r.warmup_fraction, r.threshold_window,
+                               record.dnd_lambda) if stage > 0 and r.enabled else None
+        if rows:
+            epochs = cfg.train.seed_epochs if stage == 0 else cfg.train.iteration_epochs
+            record.steps, record.curve = _train_stage(self, policy, reference, rows, loss_fn, loss_kwargs,
+                                                      epochs, stage, refiner)
+        for k, rec in enumerate(new):
+            if refiner is not None and k in refiner.confidence:
+                rec.confidence, rec.smoothing = refiner.confidence[k], refiner.smoothing[k]
+                rec.flagged = rec.smoothing > 0
+            rec.extra.update(dnd_lambda=record.dnd_lambda, seed=cfg.seed)
+
+    def label_stats(self, record: StageRecord, new: list[LabelledPair], stage: int) -> None:
+        record.mean_label_prob = sum(p.label_prob for p in new) / max(1, len(new))
+        record.flagged_share = sum(p.flagged for p in new) / max(1, len(new)) if stage else 0.0
+
+    def measure(self, policy: Any, record: StageRecord, stage: int) -> None:
+        record.kl = self.kl_to_init(policy, stage)
+        if self.cfg.save_policies and self.cfg.out_dir:
+            policy.save_pretrained(Path(self.cfg.out_dir) / f"policy_{stage}")
+            self.tokenizer.save_pretrained(Path(self.cfg.out_dir) / f"policy_{stage}")
+
+    def result_fields(self) -> dict[str, Any]:
+        return {}
+
+    # ---- helpers -------------------------------------------------------------------------------------
 
     def _row(self, row: dict[str, Any]) -> dict[str, Any]:
         out = {"prompt": prompt_text(row["prompt"], self.tokenizer)}
@@ -229,7 +259,7 @@ def _read_prompts(path: str, tokenizer: Any) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _train_stage(run: _HFRun, policy: Any, reference: Any, rows: list[dict[str, Any]], loss_fn: Callable[..., Any],
+def _train_stage(run: HFBackend, policy: Any, reference: Any, rows: list[dict[str, Any]], loss_fn: Callable[..., Any],
                  loss_kwargs: dict[str, Any], epochs: float, stage: int, refiner: BatchRefiner | None
                  ) -> tuple[int, list[float]]:
     """One TRL training stage in place on ``policy``; returns (steps, logged losses)."""
@@ -255,14 +285,14 @@ def _train_stage(run: _HFRun, policy: Any, reference: Any, rows: list[dict[str, 
     return steps, curve
 
 
-def _seed_records(run: _HFRun) -> list[LabelledPair]:
+def _seed_records(run: HFBackend) -> list[LabelledPair]:
     return [LabelledPair(pair_id=f"i0-{k}", iteration=0, prompt=r["prompt"], chosen=r["chosen"],
                          rejected=r["rejected"], judge="gold-seed", label_prob=1.0)
             for k, r in enumerate(run.seed_rows)]
 
 
-def _self_label(run: _HFRun, policy: Any, stage: int, judge: Any, others: list[Any], offset: int,
-                record: HFStageRecord) -> list[LabelledPair]:
+def _self_label(run: HFBackend, policy: Any, stage: int, judge: Any, others: list[Any], offset: int,
+                record: StageRecord) -> list[LabelledPair]:
     """Sample two responses per fresh prompt from ``policy`` (= pi_{i-1}) and label them."""
     from transformers import set_seed
 
@@ -309,72 +339,14 @@ def _self_label(run: _HFRun, policy: Any, stage: int, judge: Any, others: list[A
 
 def run_spa_hf(config: SPAHFConfig | dict[str, Any], loss_fn: Callable[..., Any] | None = None, *,
                loss_kwargs: dict[str, Any] | None = None, judge_client: Any | None = None,
-               on_stage: Callable[[HFStageRecord], None] | None = None) -> SPAHFResult:
+               on_stage: Callable[[StageRecord], None] | None = None) -> SPAResult:
     """Seed DPO + ``config.iterations`` SPA rounds over an HF causal LM; ``loss_fn`` defaults to
     ``config.train.loss`` (a contract loss; candidates must run in the sandbox, not here)."""
     from transformers import set_seed
 
-    from candidate_losses import get_loss
-
     cfg = config if isinstance(config, SPAHFConfig) else spa_hf_config_from_dict(config)
     start = time.perf_counter()
-    if loss_fn is None:
-        spec = get_loss(cfg.train.loss)
-        loss_fn, loss_kwargs = spec.fn, {**spec.hyperparameters, **cfg.train.loss_kwargs, **(loss_kwargs or {})}
-    loss_kwargs = dict(loss_kwargs if loss_kwargs is not None else cfg.train.loss_kwargs)
+    loss_fn, loss_kwargs = resolve_loss(cfg, loss_fn, loss_kwargs)
     set_seed(cfg.seed)
-    run = _HFRun(cfg)
-    judge = make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=1.0,
-                       generator=torch.Generator().manual_seed(cfg.seed), device=run.device, client=judge_client)
-    others = [make_judge(dataclasses.replace(cfg.judge, kind=kind), beta=cfg.judge_beta(), label_temperature=1.0,
-                         generator=torch.Generator().manual_seed(cfg.seed), device=run.device, client=judge_client)
-              for kind in cfg.compare_judges]
-    policy = copy.deepcopy(run.init).requires_grad_(True)
-    store, stages = PairStore(), []
-    seed_rows = [{**r, "smoothing": 0.0, "pair_index": -1} for r in run.seed_rows]
-    offset = 0
-    for stage in range(cfg.iterations + 1):
-        t0 = time.perf_counter()
-        r = cfg.refinement
-        lam = dnd_lambda(stage, r.dnd_lambda, r.dnd_decay) if r.enabled and r.dnd and stage > 0 else None
-        record = HFStageRecord(iteration=stage, pairs=0, new_pairs=0, dnd_lambda=lam)
-        if stage == 0:
-            reference, new, refiner = run.init, _seed_records(run), None
-            rows, epochs = seed_rows, cfg.train.seed_epochs
-        else:
-            reference = copy.deepcopy(policy).eval().requires_grad_(False)          # pi_{i-1}
-            new = _self_label(run, reference, stage, judge, others, offset, record)
-            offset += cfg.data.prompts_per_iteration[stage - 1]
-            alpha = r.alpha if r.enabled else 0.0
-            rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "smoothing": alpha,
-                     "pair_index": k} for k, p in enumerate(new)]
-            rows += seed_rows if cfg.train.include_seed else []
-            refiner = BatchRefiner(cfg.train.beta, r.noise_fraction, r.warmup_fraction, r.threshold_window,
-                                   lam) if r.enabled else None
-            epochs = cfg.train.iteration_epochs
-        record.pairs, record.new_pairs = len(rows), len(new)
-        if rows:
-            record.steps, record.curve = _train_stage(run, policy, reference, rows, loss_fn, loss_kwargs,
-                                                      epochs, stage, refiner)
-        for k, rec in enumerate(new):
-            if refiner is not None and k in refiner.confidence:
-                rec.confidence, rec.smoothing = refiner.confidence[k], refiner.smoothing[k]
-                rec.flagged = rec.smoothing > 0
-            rec.extra.update(dnd_lambda=lam, seed=cfg.seed)
-        store.add(new)
-        record.mean_label_prob = sum(p.label_prob for p in new) / max(1, len(new))
-        record.flagged_share = sum(p.flagged for p in new) / max(1, len(new)) if stage else 0.0
-        record.kl = run.kl_to_init(policy, stage)
-        if cfg.save_policies and cfg.out_dir:
-            policy.save_pretrained(Path(cfg.out_dir) / f"policy_{stage}")
-            run.tokenizer.save_pretrained(Path(cfg.out_dir) / f"policy_{stage}")
-        record.wall_time_s = time.perf_counter() - t0
-        stages.append(record)
-        if on_stage is not None:
-            on_stage(record)
-    result = SPAHFResult(stages=stages, store=store, config=asdict(cfg), wall_time_s=time.perf_counter() - start)
-    if cfg.out_dir:
-        from preference_data.spa.pipeline import save_result
-
-        save_result(result, cfg.out_dir)
-    return result
+    return run_loop(HFBackend(cfg), cfg, loss_fn, loss_kwargs, judge_client=judge_client, on_stage=on_stage,
+                    start=start)

@@ -1,26 +1,27 @@
-"""Typed configuration of the SPA loop over the ``hf`` TRL tier (any causal LM, any TRL-format data).
+"""Typed configuration of the SPA loop's ``hf`` backend (any causal LM, any TRL-format data, via TRL).
 
-Selected by ``tier: hf`` at the top of an SPA YAML (``configs/spa_hf.yaml``); without it the YAML is
-the tinylm ``SPAConfig``. The judge and refinement sections are the tinylm ones (same keys, same
-meaning), so the two tiers share one vocabulary. Unknown keys are errors.
+Selected by ``backend: hf`` at the top of an SPA YAML (``configs/spa_hf.yaml``); without it the YAML
+is the tinylm backend's ``SPAConfig``. The judge and refinement sections are the tinylm ones (same
+keys, same meaning), so the two backends share one vocabulary. Unknown keys are errors.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from preference_data.spa.config import JudgeConfig, RefinementConfig, SPAConfig, _build, spa_config_from_dict
+from evaluators.typed_config import Config
+from preference_data.spa.config import (RefinementConfig, SPAConfig, SPAJudgeConfig, _build,
+                                         check_judge_and_refinement, spa_config_from_dict)
 
 HF_JUDGES = ("implicit", "reward_model", "llm")   # no gold reward for arbitrary HF data
 
 
 @dataclass
-class HFDataConfig:
+class HFDataConfig(Config):
     """Where the seed and the fresh prompts come from.
 
     Paper: 2K of 60K UltraFeedback pairs (3.3 %) as seed, then fresh prompts only. Here the
@@ -40,7 +41,7 @@ class HFDataConfig:
 
 
 @dataclass
-class HFSamplingConfig:
+class HFSamplingConfig(Config):
     """Two responses per fresh prompt from the current policy (paper: T = 0.7, top-p 1)."""
 
     temperature: float = 0.7
@@ -51,7 +52,7 @@ class HFSamplingConfig:
 
 
 @dataclass
-class HFTrainConfig:
+class HFTrainConfig(Config):
     """TRL training of each stage (``PreferenceLossDPOTrainer`` + per-example smoothing)."""
 
     loss: str = "dpo"                     # registered loss name (a candidate comes in via loss_fn=)
@@ -71,14 +72,14 @@ class HFTrainConfig:
 
 
 @dataclass
-class SPAHFConfig:
+class SPAHFConfig(Config):
     """Everything one SPA run over an HF causal LM needs."""
 
-    tier: str = "hf"
+    backend: Literal["hf"] = "hf"
     model: str = ""                       # pi_init (the SFT model): local directory or hub id
     data: HFDataConfig = field(default_factory=HFDataConfig)
     sampling: HFSamplingConfig = field(default_factory=HFSamplingConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    judge: SPAJudgeConfig = field(default_factory=SPAJudgeConfig)
     compare_judges: list[str] = field(default_factory=list)   # extra judges whose agreement with
                                           # the SPA label is logged per iteration (reward_model, llm)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
@@ -94,33 +95,31 @@ class SPAHFConfig:
     def judge_beta(self) -> float:
         return self.train.beta if self.judge.beta is None else self.judge.beta
 
+    def check(self) -> None:
+        for kind in (self.judge.kind, *self.compare_judges):
+            if kind not in HF_JUDGES:
+                raise ValueError(f"judge {kind!r} is not available on the hf backend; use one of {', '.join(HF_JUDGES)}")
+        if "reward_model" in self.compare_judges and not self.judge.reward_model:
+            raise ValueError("judge.reward_model: give the path of a reward-model checkpoint")
+        check_judge_and_refinement(self)
+        if any(n < 1 for n in self.data.prompts_per_iteration):
+            raise ValueError("data.prompts_per_iteration entries must be >= 1")
+        if self.data.seed_pairs is not None and self.data.seed_pairs < 2:
+            raise ValueError("data.seed_pairs must be >= 2")
+        if not 0.0 < self.data.seed_fraction < 1.0:
+            raise ValueError("data.seed_fraction must be in (0, 1)")
+        if self.sampling.temperature <= 0 or not 0 < self.sampling.top_p <= 1:
+            raise ValueError("sampling.temperature must be > 0 and sampling.top_p in (0, 1]")
+
 
 def spa_hf_config_from_dict(data: dict[str, Any] | None) -> SPAHFConfig:
-    cfg = _build(SPAHFConfig, data or {}, "")
-    if cfg.tier != "hf":
-        raise ValueError(f"tier: {cfg.tier!r}; this config type is for tier: hf")
-    for kind in (cfg.judge.kind, *cfg.compare_judges):
-        if kind not in HF_JUDGES:
-            raise ValueError(f"judge {kind!r} is not available on the hf tier; use one of {', '.join(HF_JUDGES)}")
-    if "reward_model" in (cfg.judge.kind, *cfg.compare_judges) and not cfg.judge.reward_model:
-        raise ValueError("judge.reward_model: give the path of a reward-model checkpoint")
-    if any(n < 1 for n in cfg.data.prompts_per_iteration):
-        raise ValueError("data.prompts_per_iteration entries must be >= 1")
-    if cfg.data.seed_pairs is not None and cfg.data.seed_pairs < 2:
-        raise ValueError("data.seed_pairs must be >= 2")
-    if not 0.0 < cfg.data.seed_fraction < 1.0:
-        raise ValueError("data.seed_fraction must be in (0, 1)")
-    if not 0.0 <= cfg.refinement.alpha <= 0.5:
-        raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
-    if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
-        raise ValueError("refinement.noise_fraction must be in [0, 1)")
-    if cfg.sampling.temperature <= 0 or not 0 < cfg.sampling.top_p <= 1:
-        raise ValueError("sampling.temperature must be > 0 and sampling.top_p in (0, 1]")
-    return cfg
+    return _build(SPAHFConfig, data or {}, "")
 
 
 def load_spa_yaml(path: str | Path) -> SPAConfig | SPAHFConfig:
-    """An SPA config of either tier: ``tier: hf`` -> SPAHFConfig, absent/``tinylm`` -> SPAConfig."""
+    """An SPA config of either backend: ``backend: hf`` -> SPAHFConfig, absent/``tinylm`` -> SPAConfig.
+
+    ``tier:`` is accepted as the older spelling of ``backend:`` (a tier is what scores a loss)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"SPA config {path} not found; see configs/spa.yaml or configs/spa_hf.yaml")
@@ -130,14 +129,11 @@ def load_spa_yaml(path: str | Path) -> SPAConfig | SPAHFConfig:
         raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    tier = data.get("tier", "tinylm")
-    if tier == "hf":
+    if "tier" in data and "backend" not in data:
+        data = {("backend" if k == "tier" else k): v for k, v in data.items()}
+    backend = data.get("backend", "tinylm")
+    if backend == "hf":
         return spa_hf_config_from_dict(data)
-    if tier != "tinylm":
-        raise ValueError(f"{path}: tier must be tinylm or hf, got {tier!r}")
-    return spa_config_from_dict({k: v for k, v in data.items() if k != "tier"})
-
-
-def dump_spa_hf_config(cfg: SPAHFConfig) -> str:
-    """The fully resolved config as YAML (every default spelled out)."""
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    if backend != "tinylm":
+        raise ValueError(f"{path}: backend must be tinylm or hf, got {backend!r}")
+    return spa_config_from_dict(data)

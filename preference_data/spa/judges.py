@@ -44,7 +44,7 @@ def implicit_reward(policy_logps: torch.Tensor, init_logps: torch.Tensor, beta: 
     return beta * (policy_logps.double() - init_logps.double())
 
 
-def bradley_terry(reward_a: torch.Tensor, reward_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def bt_probability(reward_a: torch.Tensor, reward_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """P(a > b) = sigmoid((r_a - r_b) / temperature)."""
     return torch.sigmoid((reward_a.double() - reward_b.double()) / temperature)
 
@@ -72,7 +72,7 @@ class ImplicitRewardJudge:
     def prob_a(self, batch: PairBatch) -> torch.Tensor:
         if batch.policy_a is None or batch.init_a is None or batch.policy_b is None or batch.init_b is None:
             raise ValueError("the implicit-reward judge needs policy and pi_init log-probs of both responses")
-        return bradley_terry(implicit_reward(batch.policy_a, batch.init_a, self.beta),
+        return bt_probability(implicit_reward(batch.policy_a, batch.init_a, self.beta),
                              implicit_reward(batch.policy_b, batch.init_b, self.beta))
 
 
@@ -90,7 +90,7 @@ class GoldRewardJudge:
     def prob_a(self, batch: PairBatch) -> torch.Tensor:
         if batch.gold_a is None or batch.gold_b is None:
             raise ValueError("the gold judge needs gold rewards of both responses")
-        return bradley_terry(batch.gold_a, batch.gold_b, max(self.temperature, 1e-8))
+        return bt_probability(batch.gold_a, batch.gold_b, max(self.temperature, 1e-8))
 
     def labels(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(a_wins, P(chosen > rejected)); a sampled label keeps its own Bradley-Terry
@@ -131,7 +131,7 @@ class RewardModelJudge:
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     def prob_a(self, batch: PairBatch) -> torch.Tensor:
-        return bradley_terry(self.scores(batch.prompts, batch.a), self.scores(batch.prompts, batch.b))
+        return bt_probability(self.scores(batch.prompts, batch.a), self.scores(batch.prompts, batch.b))
 
 
 class LLMJudge:
@@ -162,7 +162,7 @@ class LLMJudge:
 
 def make_judge(cfg: Any, *, beta: float, label_temperature: float, generator: torch.Generator,
                device: str = "cpu", client: Any | None = None) -> Judge:
-    """The judge named by ``cfg.kind`` (a ``preference_data.spa.config.JudgeConfig``)."""
+    """The judge named by ``cfg.kind`` (a ``preference_data.spa.config.SPAJudgeConfig``)."""
     if cfg.kind == "implicit":
         return ImplicitRewardJudge(beta)
     if cfg.kind == "gold":

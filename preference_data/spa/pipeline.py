@@ -1,24 +1,17 @@
-"""The SPA loop (Kim et al., ICLR 2025) over a tinylm task.
+"""The tinylm backend of the SPA loop (``loop.run_loop``): a tinylm task whose gold reward is ground truth.
 
-    pi_0 = DPO(pi_init, gold seed)
-    for i in 1..T:
-        fresh prompts X_i; two samples per prompt from pi_{i-1} (temperature 0.7)
-        label each pair with the judge (SPA: implicit reward beta*log(pi_{i-1}/pi_init), Bradley-Terry)
-        pi_i = train(pi_{i-1} on the self-labelled pairs [+ the seed], reference pi_{i-1},
-                     candidate loss + noise-aware refinement with DND lambda_i)
-
-After every stage the policy is measured like the tinylm tier measures a run: mean gold reward
-of its samples on the evaluation prompts, Monte-Carlo sequence KL to pi_init, win rate against
-pi_init's samples. Every pair is kept in a ``PairStore`` (exportable as TRL JSONL).
+The gold seed is the tier's cached reference pairs labelled by Bradley-Terry on the gold reward;
+fresh prompts come from the task; every label is audited against the gold reward (never trained
+on), and after every stage the policy is measured like the tinylm tier measures a run: mean gold
+reward of its samples on the evaluation prompts, Monte-Carlo sequence KL to pi_init, win rate
+against pi_init's samples, held-out implicit-reward accuracy.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -27,66 +20,18 @@ import torch
 
 from evaluators.lm import Vocab, build_model, sample
 from evaluators.metrics import win_rate
-from evaluators.reference import _autocast, default_cache_dir, load_or_build_reference, rewards_of
+from evaluators.paths import default_cache_dir
+from evaluators.reference import _autocast, load_or_build_reference, rewards_of
 from evaluators.tasks import TextTask, make_task
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import bradley_terry_labels, run_seed
 from preference_data.spa.config import SPAConfig
 from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
+from preference_data.spa.loop import SPAResult, StageRecord, resolve_loss, run_loop
 from preference_data.spa.refinement import dnd_lambda
 from preference_data.spa.rounds import (PairTensors, RoundConfig, sequence_logps, steps_for,
                                         train_round)
-from preference_data.spa.store import LabelledPair, PairStore
-
-
-@dataclass
-class StageRecord:
-    """What one stage (0 = seed DPO, i >= 1 = SPA iteration i) produced and how good it is."""
-
-    iteration: int
-    pairs: int                       # pairs trained on this stage (self-labelled + replayed seed)
-    new_pairs: int                   # pairs labelled this stage (seed pairs for stage 0)
-    dropped_identical: int = 0
-    label_accuracy: float = math.nan  # agreement of the new labels with the gold reward (ties excluded)
-    label_ties: int = 0
-    mean_label_prob: float = math.nan
-    flagged_share: float = 0.0       # share of new pairs smoothed at their last visit
-    flagged_label_accuracy: float = math.nan    # label accuracy among flagged pairs (noise detection)
-    unflagged_label_accuracy: float = math.nan
-    dnd_lambda: float | None = None
-    steps: int = 0
-    gold_reward: float = math.nan    # policy after this stage
-    kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
-    win_rate: float = math.nan       # vs pi_init samples under the gold reward
-    heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs
-    flags: list[str] = field(default_factory=list)
-    message: str = ""
-    curve: list[float] = field(default_factory=list)
-    wall_time_s: float = 0.0
-
-
-@dataclass
-class SPAResult:
-    stages: list[StageRecord]
-    store: PairStore
-    reference_reward: float
-    reward_range: float
-    gold_fraction: float
-    config: dict[str, Any]
-    wall_time_s: float = 0.0
-
-    @property
-    def final(self) -> StageRecord:
-        return self.stages[-1]
-
-    @property
-    def failed(self) -> bool:
-        return any(s.flags for s in self.stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stages": [asdict(s) for s in self.stages], "reference_reward": self.reference_reward,
-                "reward_range": self.reward_range, "gold_fraction": self.gold_fraction,
-                "pairs": len(self.store), "wall_time_s": self.wall_time_s, "config": self.config}
+from preference_data.spa.store import LabelledPair
 
 
 class _Tempered(torch.nn.Module):
@@ -113,11 +58,13 @@ def _same_response(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len:
     return (a_len == b_len) & ((a == b) | ~mask).all(dim=1)
 
 
-class _Run:
-    """State shared by the stages of one SPA run (kept out of the loop body for readability)."""
+class TinyLMBackend:
+    """Models, data and training of one SPA run on a tinylm task (see ``loop.Backend``)."""
 
-    def __init__(self, cfg: SPAConfig, device: str) -> None:
-        self.cfg, self.device = cfg, device
+    name = "tinylm"
+
+    def __init__(self, cfg: SPAConfig, device: str, seed_noise: float = 0.0) -> None:
+        self.cfg, self.device, self.seed_noise = cfg, device, seed_noise
         self.task: TextTask = make_task(cfg.task.name, **cfg.task.params)
         self.tcfg = TinyLMConfig.from_dict({"model": cfg.reference.model, "sft": cfg.reference.sft,
                                             "data": cfg.reference.data})
@@ -137,15 +84,35 @@ class _Run:
     def seed(self, tag: str, *parts: Any) -> int:
         return run_seed("spa", tag, self.cfg.task.name, self.cfg.seed, *parts)
 
-    def seed_pairs(self, noise: float) -> tuple[PairTensors, list[LabelledPair]]:
+    def judges(self, client: Any | None) -> tuple[Any, list[Any]]:
+        cfg = self.cfg
+        return make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=self.task.label_temperature,
+                          generator=torch.Generator().manual_seed(self.seed("judge")), device=self.device,
+                          client=client), []
+
+    def dnd_lambda(self, stage: int) -> float | None:
+        r = self.cfg.refinement
+        return dnd_lambda(stage, r.dnd_lambda, r.dnd_decay) if r.dnd and stage > 0 else None
+
+    def count(self, pairs: PairTensors) -> int:
+        return len(pairs)
+
+    def with_seed(self, fresh: PairTensors, seed: PairTensors) -> PairTensors:
+        return PairTensors.cat([fresh, seed])
+
+    def seed_pairs(self) -> tuple[PairTensors, list[LabelledPair]]:
+        """The first ``data.seed_pairs`` reference pairs, labelled by Bradley-Terry on the gold reward
+        (each label flipped with probability ``seed_noise``: the suite's noise axis)."""
+        noise = self.seed_noise
         n = self.cfg.data.seed_pairs
         tr = {k: v[:n] for k, v in self.bundle["train"].items()}
         a_wins = bradley_terry_labels(tr["ra"], tr["rb"], self.task.label_temperature, noise,
                                       torch.Generator().manual_seed(self.seed("seed-labels", noise)))
         p_a = torch.sigmoid((tr["ra"] - tr["rb"]) / max(self.task.label_temperature, 1e-8))
         label_prob = torch.where(a_wins, p_a, 1 - p_a)
-        return self._assign(tr["prefix"], tr["a"], tr["a_len"], tr["b"], tr["b_len"], a_wins,
-                            tr["ra"], tr["rb"], label_prob, 0, "gold-seed", self_labelled=False)
+        tensors, records = self._assign(tr["prefix"], tr["a"], tr["a_len"], tr["b"], tr["b_len"], a_wins,
+                                        tr["ra"], tr["rb"], label_prob, 0, "gold-seed", self_labelled=False)
+        return _to(tensors, self.device), records
 
     def _assign(self, prefix, a, a_len, b, b_len, a_wins, ra, rb, label_prob, iteration: int,
                 judge: str, self_labelled: bool) -> tuple[PairTensors, list[LabelledPair]]:
@@ -165,8 +132,8 @@ class _Run:
         return tensors, records
 
     @torch.no_grad()
-    def self_label(self, policy: torch.nn.Module, iteration: int, judge: Any
-                   ) -> tuple[PairTensors, list[LabelledPair], int]:
+    def self_label(self, policy: torch.nn.Module, iteration: int, judge: Any, others: list[Any],
+                   record: StageRecord) -> tuple[PairTensors, list[LabelledPair]]:
         """Sample two responses per fresh prompt from ``policy`` and label them with ``judge``."""
         n = self.cfg.data.prompts_per_iteration[iteration - 1]
         rng = random.Random(self.seed("prompts", iteration))
@@ -181,7 +148,7 @@ class _Run:
         if self.cfg.sampling.drop_identical:
             keep = ~_same_response(a, a_len, b, b_len)
         prefix, a, a_len, b, b_len = (t[keep] for t in (prefix, a, a_len, b, b_len))
-        dropped = n - int(keep.sum())
+        record.dropped_identical = n - int(keep.sum())
         cpu = [t.cpu() for t in (prefix, a, a_len, b, b_len)]
         ra, rb = rewards_of(self.task, self.vocab, cpu[0], cpu[1], cpu[2]), \
             rewards_of(self.task, self.vocab, cpu[0], cpu[3], cpu[4])
@@ -195,11 +162,43 @@ class _Run:
             batch.init_b = sequence_logps(self.init, prefix, b, b_len).double().cpu()
         a_wins, label_prob = judge_pairs(judge, batch)
         tensors, records = self._assign(*cpu, a_wins, ra, rb, label_prob, iteration, judge.name, True)
-        return _to(tensors, self.device), records, dropped
+        return _to(tensors, self.device), records
+
+    def train(self, policy: torch.nn.Module, reference: torch.nn.Module, pairs: PairTensors,
+              new: list[LabelledPair], stage: int, record: StageRecord, loss_fn: Callable[..., Any],
+              loss_kwargs: dict[str, Any]) -> None:
+        """One round of the tier's trainer (reference = pi_{i-1}, refinement after stage 0)."""
+        cfg = self.cfg
+        epochs = cfg.train.seed_epochs if stage == 0 else cfg.train.iteration_epochs
+        record.steps = steps_for(epochs, len(pairs), cfg.train.batch_size)
+        rc = _round_config(cfg, record.steps, stage)
+        if len(pairs) == 0:
+            return
+        out = train_round(policy, reference, pairs, loss_fn, loss_kwargs, rc,
+                          torch.Generator().manual_seed(self.seed("order", stage)), self.autocast)
+        record.flags += out.train.flags
+        record.message, record.curve = out.train.message, out.train.curve
+        for k, rec in enumerate(new):
+            if stage > 0:
+                conf = float(out.confidence[k])
+                rec.confidence = conf if math.isfinite(conf) else None
+                rec.flagged, rec.smoothing = bool(out.flagged[k]), float(out.smoothing[k])
+            rec.extra = {"dnd_lambda": rc.dnd_lambda, "seed": cfg.seed}
+
+    def label_stats(self, record: StageRecord, new: list[LabelledPair], stage: int) -> None:
+        _label_stats(record, new)
+
+    def result_fields(self) -> dict[str, Any]:
+        rr = self.task.reward_range
+        return {"reference_reward": float(self.bundle["meta"]["reference_reward"]), "reward_range": rr[1] - rr[0],
+                "gold_fraction": self.cfg.data.gold_fraction}
 
     @torch.no_grad()
-    def measure(self, policy: torch.nn.Module, record: StageRecord) -> None:
-        """Gold reward, KL to pi_init and win rate of ``policy`` (the tinylm tier's measurements)."""
+    def measure(self, policy: torch.nn.Module, record: StageRecord, stage: int) -> None:
+        """Gold reward, KL to pi_init and win rate of ``policy`` (the tinylm tier's measurements);
+        nothing after a failed stage."""
+        if record.flags and record.flags != ["no_gradient"]:
+            return
         ev = self.bundle["eval"]
         n = self.cfg.data.eval_prompts or ev["prefix"].shape[0]
         prefix = ev["prefix"][:n].to(self.device)
@@ -260,86 +259,13 @@ def run_spa(cfg: SPAConfig, loss_fn: Callable[..., Any] | None = None, *,
             loss_kwargs: dict[str, Any] | None = None, seed_noise: float = 0.0,
             device: str | None = None, judge_client: Any | None = None,
             on_stage: Callable[[StageRecord], None] | None = None) -> SPAResult:
-    """Run seed DPO + ``cfg.iterations`` SPA rounds; ``loss_fn`` (contract) defaults to ``cfg.train.loss``.
-
-    ``seed_noise`` flips each gold seed label with that probability (the suite's noise axis)."""
-    from candidate_losses import get_loss
-
+    """Seed DPO + ``cfg.iterations`` SPA rounds on a tinylm task; ``loss_fn`` (contract) defaults to
+    ``cfg.train.loss``. ``seed_noise`` flips each gold seed label with that probability."""
     start = time.perf_counter()
     if device is None:
         from evaluators.tinylm import pick_device
         device = pick_device()
-    if loss_fn is None:
-        spec = get_loss(cfg.train.loss)
-        loss_fn, loss_kwargs = spec.fn, {**spec.hyperparameters, **cfg.train.loss_kwargs, **(loss_kwargs or {})}
-    loss_kwargs = dict(loss_kwargs if loss_kwargs is not None else cfg.train.loss_kwargs)
+    loss_fn, loss_kwargs = resolve_loss(cfg, loss_fn, loss_kwargs)
     torch.manual_seed(cfg.seed)
-    run = _Run(cfg, device)
-    judge = make_judge(cfg.judge, beta=cfg.judge_beta(), label_temperature=run.task.label_temperature,
-                       generator=torch.Generator().manual_seed(run.seed("judge")), device=device,
-                       client=judge_client)
-    store = PairStore()
-    stages: list[StageRecord] = []
-    policy = copy.deepcopy(run.init).requires_grad_(True)
-    seed_tensors, seed_records = run.seed_pairs(seed_noise)
-    seed_tensors = _to(seed_tensors, device)
-    for stage in range(cfg.iterations + 1):
-        t0 = time.perf_counter()
-        if stage == 0:
-            pairs, new, dropped, reference = seed_tensors, seed_records, 0, run.init
-            steps = steps_for(cfg.train.seed_epochs, len(pairs), cfg.train.batch_size)
-        else:
-            reference = copy.deepcopy(policy).eval().requires_grad_(False)   # pi_{i-1}
-            self_pairs, new, dropped = run.self_label(reference, stage, judge)
-            pairs = PairTensors.cat([self_pairs, seed_tensors]) if cfg.train.include_seed else self_pairs
-            steps = steps_for(cfg.train.iteration_epochs, len(pairs), cfg.train.batch_size)
-        rc = _round_config(cfg, steps, stage)
-        record = StageRecord(iteration=stage, pairs=len(pairs), new_pairs=len(new),
-                             dropped_identical=dropped, dnd_lambda=rc.dnd_lambda, steps=steps)
-        if len(pairs) > 0:
-            out = train_round(policy, reference, pairs, loss_fn, loss_kwargs, rc,
-                              torch.Generator().manual_seed(run.seed("order", stage)), run.autocast)
-            record.flags += out.train.flags
-            record.message, record.curve = out.train.message, out.train.curve
-            for k, rec in enumerate(new):
-                if stage > 0:
-                    conf = float(out.confidence[k])
-                    rec.confidence = conf if math.isfinite(conf) else None
-                    rec.flagged, rec.smoothing = bool(out.flagged[k]), float(out.smoothing[k])
-                rec.extra = {"dnd_lambda": rc.dnd_lambda, "seed": cfg.seed}
-        store.add(new)
-        _label_stats(record, new)
-        if not record.flags or record.flags == ["no_gradient"]:
-            run.measure(policy, record)
-        record.wall_time_s = time.perf_counter() - t0
-        stages.append(record)
-        if on_stage is not None:
-            on_stage(record)
-        if set(record.flags) - {"no_gradient"}:
-            break                      # a failed candidate loss: stop the loop, report where
-    meta = run.bundle["meta"]
-    rr = run.task.reward_range
-    from preference_data.spa.config import spa_config_to_dict
-
-    result = SPAResult(stages=stages, store=store, reference_reward=float(meta["reference_reward"]),
-                       reward_range=rr[1] - rr[0], gold_fraction=cfg.data.gold_fraction,
-                       config=spa_config_to_dict(cfg), wall_time_s=time.perf_counter() - start)
-    if cfg.out_dir:
-        save_result(result, cfg.out_dir)
-    return result
-
-
-def save_result(result: Any, out_dir: str | Path) -> None:
-    """``pairs.jsonl`` (TRL format, every pair) and ``stages.json`` (per-stage metrics) of an SPA
-    result on any tier (``SPAResult`` or ``spa.hf.SPAHFResult``: both have ``store`` and ``to_dict``)."""
-    import json
-
-    from evaluators.results import finite_or_none
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result.store.save_trl_jsonl(out / "pairs.jsonl")
-    (out / "stages.json").write_text(json.dumps(finite_or_none(result.to_dict()), indent=2))
-
-
-
+    backend = TinyLMBackend(cfg, device, seed_noise)
+    return run_loop(backend, cfg, loss_fn, loss_kwargs, judge_client=judge_client, on_stage=on_stage, start=start)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from evaluators.metrics import aggregate, run_score, win_rate
+from evaluators.metrics import run_score, suite_fitness, win_rate
 from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Scoring
 
@@ -32,13 +32,13 @@ def test_aggregate_frontier_over_betas_mean_over_seeds() -> None:
     for r, s in zip(runs, scores):
         r.extra["score"] = s
     groups = [0, 0, 0, 0, 1]
-    fit, se, per = aggregate(runs, groups, ["a", "b"], Scoring(beta_aggregate="max"))
+    fit, se, per = suite_fitness(runs, groups, ["a", "b"], Scoring(beta_aggregate="max"))
     assert per == {"a": pytest.approx(0.25), "b": pytest.approx(0.6)}   # a: mean(max(.2,.4), max(.1,0))
     assert fit == pytest.approx((0.25 + 0.6) / 2)
     assert se == pytest.approx(math.sqrt(0.15 ** 2 + float("nan") ** 2) / 2, nan_ok=True)
-    fit_mean, _, per_mean = aggregate(runs[:4], groups[:4], ["a"], Scoring(beta_aggregate="mean"))
+    fit_mean, _, per_mean = suite_fitness(runs[:4], groups[:4], ["a"], Scoring(beta_aggregate="mean"))
     assert per_mean["a"] == pytest.approx((0.3 + 0.05) / 2) == fit_mean
-    _, se_a, _ = aggregate(runs[:4], groups[:4], ["a"], Scoring())
+    _, se_a, _ = suite_fitness(runs[:4], groups[:4], ["a"], Scoring())
     assert se_a == pytest.approx(0.15)   # sd(0.4, 0.1) / sqrt(2)
 
 

@@ -1,4 +1,4 @@
-"""SPA over the `hf` TRL tier: the smoothing column, the batch refiner, the config, and an end-to-end run
+"""SPA over the `hf` backend (TRL): the smoothing column, the batch refiner, the config, and an end-to-end run
 on a tiny random-init GPT-2 (saved to tmp) with a tiny local JSONL dataset, offline."""
 
 from __future__ import annotations
@@ -104,13 +104,15 @@ def test_config_dispatch_and_validation(tmp_path):
     shipped = load_spa_yaml(REPO / "configs" / "spa_hf.yaml")
     assert isinstance(shipped, SPAHFConfig) and shipped.judge.kind == "implicit" and shipped.iterations == 3
     assert isinstance(load_spa_yaml(REPO / "configs" / "spa.yaml"), SPAConfig)
-    with pytest.raises(ValueError, match="not available on the hf tier"):
+    with pytest.raises(ValueError, match="not available on the hf backend"):
         spa_hf_config_from_dict({"judge": {"kind": "gold"}})
     with pytest.raises(ValueError, match="unknown key"):
         spa_hf_config_from_dict({"sampling": {"temprature": 1.0}})
-    (tmp_path / "bad.yaml").write_text("tier: bandit\n")
-    with pytest.raises(ValueError, match="tier must be"):
+    (tmp_path / "bad.yaml").write_text("backend: bandit\n")
+    with pytest.raises(ValueError, match="backend must be"):
         load_spa_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "old.yaml").write_text("tier: hf\nmodel: m\n")  # the older spelling still selects the backend
+    assert isinstance(load_spa_yaml(tmp_path / "old.yaml"), SPAHFConfig)
 
 
 # ---- slow: end to end -----------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def test_spa_hf_end_to_end(tmp_path):
         assert reward["chosen"] >= reward["rejected"] - 1e-5
         assert pair.label_prob == pytest.approx(1 / (1 + math.exp(reward["rejected"] - reward["chosen"])), abs=1e-4)
 
-    # same seed, same config, run again through `prefdisco spa` (tier: hf) -> the same pairs and labels
+    # same seed, same config, run again through `prefdisco spa` (backend: hf) -> the same pairs and labels
     import yaml
     from typer.testing import CliRunner
 
@@ -177,7 +179,7 @@ def test_spa_hf_end_to_end(tmp_path):
     raw = _config(tmp_path, "unused")
     del raw["out_dir"], raw["save_policies"]
     path = tmp_path / "spa_hf.yaml"
-    path.write_text(yaml.safe_dump({"tier": "hf", **raw}))
+    path.write_text(yaml.safe_dump({"backend": "hf", **raw}))
     shown = CliRunner().invoke(app, ["spa", str(path), "--out", str(tmp_path / "b")])
     assert shown.exit_code == 0, shown.output
     assert "seed DPO" in shown.output and "iter 2" in shown.output and "label agreement" in shown.output
@@ -192,11 +194,11 @@ def test_spa_hf_end_to_end(tmp_path):
     (tmp_path / "prompts.txt").write_text("review : it was\nreview : the film is\nreview : it is very\n" * 3)
     raw["data"].update(prompt_file=str(tmp_path / "prompts.txt"), prompts_per_iteration=[4])
     raw["train"]["seed_epochs"] = 1
-    path.write_text(yaml.safe_dump({"tier": "hf", **raw}))
+    path.write_text(yaml.safe_dump({"backend": "hf", **raw}))
     shown = CliRunner().invoke(app, ["spa", str(path)])
     assert shown.exit_code == 0, shown.output
     assert "label agreement n/a" in shown.output
     raw["model"] = str(tmp_path / "no-such-model")
-    path.write_text(yaml.safe_dump({"tier": "hf", **raw}))
+    path.write_text(yaml.safe_dump({"backend": "hf", **raw}))
     bad = CliRunner().invoke(app, ["spa", str(path)])
     assert bad.exit_code != 0 and "cannot load model" in str(bad.exception) + bad.output   # a UserError

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from preference_data.spa.config import JudgeConfig
+from preference_data.spa.config import SPAJudgeConfig
 from preference_data.spa.judges import LLMJudge, PairBatch, RewardModelJudge, decide, make_judge
 
 
@@ -50,7 +50,7 @@ def _prefers_great(request: dict) -> str:
 def test_llm_judge_asks_both_orders_and_maps_to_probabilities():
     seen: list = []
     client = _chat_double(_prefers_great, seen)
-    cfg = JudgeConfig(kind="llm", llm_model="judge-double")
+    cfg = SPAJudgeConfig(kind="llm", llm_model="judge-double")
     judge = make_judge(cfg, beta=0.1, label_temperature=0.1, generator=torch.Generator(), client=client)
     assert isinstance(judge, LLMJudge)
     batch = PairBatch(prompts=["the plot was"] * 3, a=["great .", "dull .", "fine ."],

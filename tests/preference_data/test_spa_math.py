@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from candidate_losses import get_loss
-from preference_data.spa.judges import (GoldRewardJudge, ImplicitRewardJudge, PairBatch, bradley_terry,
+from preference_data.spa.judges import (GoldRewardJudge, ImplicitRewardJudge, PairBatch, bt_probability,
                                         decide, implicit_reward, judge_pairs)
 from preference_data.spa.refinement import (ConfidenceThreshold, alpha_at, dnd_lambda, dpo_margins,
                                             extrapolated_sequence_logps, low_confidence, smoothed_loss,
@@ -44,7 +44,7 @@ def test_gold_judge_argmax_and_sampled_labels():
     gold_b = torch.tensor([0.1, 0.9, 0.5], dtype=torch.float64)
     batch = PairBatch(prompts=["p"] * 3, a=["a"] * 3, b=["b"] * 3, gold_a=gold_a, gold_b=gold_b)
     p = GoldRewardJudge(0.1, sample=False, generator=torch.Generator().manual_seed(0)).prob_a(batch)
-    assert torch.allclose(p, bradley_terry(gold_a, gold_b, 0.1))
+    assert torch.allclose(p, bt_probability(gold_a, gold_b, 0.1))
     assert decide(p)[0].tolist() == [True, False, True]     # exact tie goes to a
     many = PairBatch(prompts=["p"] * 4000, a=["a"] * 4000, b=["b"] * 4000,
                      gold_a=torch.full((4000,), 0.55, dtype=torch.float64),
