@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from evaluators.typed_config import Config
+from evaluators.typed_config import Config, read_yaml_file
 from preference_data.spa.config import (RefinementConfig, SPAConfig, SPAJudgeConfig, _build,
                                          check_judge_and_refinement, spa_config_from_dict)
 
@@ -120,13 +118,7 @@ def load_spa_yaml(path: str | Path) -> SPAConfig | SPAHFConfig:
     """An SPA config of either backend: ``backend: hf`` -> SPAHFConfig, absent/``tinylm`` -> SPAConfig.
 
     ``tier:`` is accepted as the older spelling of ``backend:`` (a tier is what scores a loss)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"SPA config {path} not found; see configs/spa.yaml or configs/spa_hf.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml_file(path, what="SPA config", example="configs/spa.yaml or configs/spa_hf.yaml") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     if "tier" in data and "backend" not in data:

@@ -16,7 +16,7 @@ from candidate_losses.source import keyword_hyperparameters
 from discovery.tuning.results import load_tuned_results
 from discovery.tuning.tuner import combine_seeds
 from discovery.tuning.scaled_suite import scaled_suite
-from evaluators.metrics import aggregate
+from evaluators.metrics import suite_fitness
 from evaluators.suites import load_suite
 from tiny_campaign import SUITES, run_tiny_campaign
 
@@ -46,7 +46,7 @@ def test_scaled_suite_at_unit_scale_is_the_suite_and_scales_betas_and_lr():
     assert g0.config["train"]["lr"] == 0.05  # the original is untouched
 
 
-def test_seedwise_combination_equals_the_suites_own_aggregate():
+def test_seedwise_combination_equals_the_suites_own_fitness():
     """Per-seed jobs recombined must give exactly the suite fitness (so trial 0 = untuned score)."""
     from evaluators.results import RunResult
     from evaluators.suites import Scoring
@@ -59,7 +59,7 @@ def test_seedwise_combination_equals_the_suites_own_aggregate():
                             win_rate=0, accuracy=0, flags=[], wall_time_s=0, curve=[], extra={"score": x})
             runs.append(run)
             groups.append(g)
-    fitness, se, _ = aggregate(runs, groups, ["a", "b"], Scoring())
+    fitness, se, _ = suite_fitness(runs, groups, ["a", "b"], Scoring())
     per_seed = [{"fitness": None, "per_task": {"a": max(scores[(0, s)]), "b": max(scores[(1, s)])}} for s in (10, 11)]
     got, got_se = combine_seeds(per_seed)
     assert got == pytest.approx(fitness, abs=1e-12) and got_se == pytest.approx(se, abs=1e-12)
