@@ -86,6 +86,8 @@ def register(app: typer.Typer) -> None:
             load_suite(suite)
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc)) from None
+        if Path(suite).suffix in (".yaml", ".yml") and Path(suite).is_file():  # absolute: workers run elsewhere
+            suite = str(Path(suite).resolve())
         overrides: dict[str, Any] = {}
         if beta is not None:
             overrides["beta_override"] = beta
