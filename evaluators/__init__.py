@@ -4,9 +4,11 @@
 >>> result = evaluate_loss(get_loss("dpo"), "fitness")     # -> SuiteResult
 >>> result.fitness, result.fitness_se, result.runs[0].kl
 
-Tiers: ``bandit`` (exact metrics, screening) and ``tinylm`` (tiny GPT-2, SFT then preference
-training). Tasks live in ``evaluators/tasks/``; suites in ``evaluators/suites/*.yaml``.
-Knows nothing about LLM proposers or databases. torch is imported lazily (inside functions).
+Tiers (``evaluators.tiers``): ``bandit`` (exact metrics, screening) and ``tinylm`` (tiny GPT-2, SFT
+then preference training) here; ``spa`` and ``pluralistic`` register from ``preference_data``; the
+TRL-backed ``hf`` trainer is ``evaluators.hf``. Tasks live in ``evaluators/tasks/``; suites in
+``evaluators/suites/*.yaml``. Imports nothing above ``candidate_losses`` (an import contract checks
+it). torch is imported lazily (inside functions).
 """
 
 from __future__ import annotations

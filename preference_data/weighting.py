@@ -57,7 +57,7 @@ def example_scales(groups: torch.Tensor | None, alpha: torch.Tensor | None = Non
     """Per-example multipliers m_i such that mean_i(m_i * l_i) equals the granular reduction.
 
     For trainers that can only take the plain mean of per-example losses (TRL, a shared loop):
-    * weights only: m_i = B * w_i / sum(w)                    -> weighted_mean(l, w)
+    * weights only: m_i = B * w_i / sum(w)                    -> sum_i w_i l_i / sum_i w_i
     * groups + alpha: m_i = B * alpha_g w_i / sum_{j in g} w_j -> sum_g alpha_g L_g (GRPO)
     """
     if groups is None or alpha is None:
