@@ -186,7 +186,7 @@ def test_real_campaign_report_in_chromium(real_campaign: Path, browser):
     assert len(widths) == summary.images and len(widths) >= 1 + 2 * len(evaluated)
     assert all(w > 0 for w in widths), widths
     # the backwards loss is called out in its own section
-    section = browser.find_element(By.ID, f"c-{next(r['id'] for r in rows if r['name'] == 'backwards')}")
+    section = browser.find_element(By.ID, f"c-{next(r.id for r in rows if r.name == 'backwards')}")
     assert "wrong sign" in section.text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report_top.png"
