@@ -9,15 +9,8 @@ loss modules, only when the registry is first used).
 
 from __future__ import annotations
 
-from candidate_losses.contract import (
-    CONTRACT_ARGS,
-    LossFn,
-    LossSpec,
-    hyperparameters_of,
-    load_loss_from_source,
-    spec_from_function,
-)
-from candidate_losses.registry import get_loss, list_losses, register
+from candidate_losses.contract import CONTRACT_ARGS, LossFn, LossSpec, hyperparameters_of, load_loss_from_source
+from candidate_losses.registry import get_loss, list_losses, register, spec_from_function
 
 __all__ = [
     "CONTRACT_ARGS",

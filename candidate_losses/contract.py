@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -62,37 +61,6 @@ def hyperparameters_of(fn: LossFn) -> dict[str, float]:
         for name, p in params.items()
         if name not in CONTRACT_ARGS and p.default is not inspect.Parameter.empty
     }
-
-
-def function_source(fn: LossFn) -> str:
-    """The function's own source without decorators: standalone code for the sandbox and the archive."""
-    from candidate_losses.source import strip_decorators
-
-    return strip_decorators(textwrap.dedent(inspect.getsource(fn))).rstrip() + "\n"
-
-
-def spec_from_function(
-    fn: LossFn,
-    *,
-    name: str | None = None,
-    origin: Origin = "baseline",
-    reference: str = "",
-    batch_coupled: bool = False,
-    provenance: dict[str, Any] | None = None,
-) -> LossSpec:
-    """Build a ``LossSpec`` from a contract function defined in a module."""
-    doc = inspect.getdoc(fn) or ""
-    return LossSpec(
-        name=name or fn.__name__.removesuffix("_loss"),
-        fn=fn,
-        source=function_source(fn),
-        origin=origin,
-        reference=reference,
-        hyperparameters=hyperparameters_of(fn),
-        batch_coupled=batch_coupled,
-        summary=doc.splitlines()[0] if doc else "",
-        provenance=dict(provenance or {}),
-    )
 
 
 def load_loss_from_source(code: str) -> LossFn:

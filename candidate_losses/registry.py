@@ -8,12 +8,15 @@ decorated function to one of them, or a new module beside them.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
+import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
-from candidate_losses.contract import LossFn, LossSpec, Origin, spec_from_function
+from candidate_losses.contract import LossFn, LossSpec, Origin, hyperparameters_of
+from candidate_losses.source import strip_decorators
 
 _REGISTRY: dict[str, LossSpec] = {}
 _LOADED = False
@@ -22,6 +25,35 @@ MACHINERY = frozenset({"contract", "registry", "source"})  # modules of this pac
 DISCOVERED_DIR = PACKAGE_DIR / "discovered"
 # Other names people use for the same losses (TRL loss_type names, paper names).
 ALIASES: dict[str, str] = {"sigmoid": "dpo", "discopop": "lrml", "slic": "hinge", "rdpo": "robust"}
+
+
+def function_source(fn: LossFn) -> str:
+    """The function's own source without decorators: standalone code for the sandbox and the archive."""
+    return strip_decorators(textwrap.dedent(inspect.getsource(fn))).rstrip() + "\n"
+
+
+def spec_from_function(
+    fn: LossFn,
+    *,
+    name: str | None = None,
+    origin: Origin = "baseline",
+    reference: str = "",
+    batch_coupled: bool = False,
+    provenance: dict[str, Any] | None = None,
+) -> LossSpec:
+    """Build a ``LossSpec`` from a contract function defined in a module."""
+    doc = inspect.getdoc(fn) or ""
+    return LossSpec(
+        name=name or fn.__name__.removesuffix("_loss"),
+        fn=fn,
+        source=function_source(fn),
+        origin=origin,
+        reference=reference,
+        hyperparameters=hyperparameters_of(fn),
+        batch_coupled=batch_coupled,
+        summary=doc.splitlines()[0] if doc else "",
+        provenance=dict(provenance or {}),
+    )
 
 
 def register(

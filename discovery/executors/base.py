@@ -164,20 +164,3 @@ class SlotExecutor(Executor):
                 log.warning("executor: closing a slot failed: %s", exc)
         for thread in self._threads:
             thread.join(timeout=30)
-
-
-def make_executor(kind: str = "local", *, num_workers: int = 2, ray_address: str | None = None,
-                  num_gpus_per_worker: float = 0.0, limits: Any = None) -> Executor:
-    """The executor named by a campaign config's `executor` line."""
-    from discovery.errors import UserError
-
-    if kind == "local":
-        from discovery.executors.local import LocalExecutor
-
-        return LocalExecutor(num_workers=num_workers, limits=limits, gpus=num_gpus_per_worker > 0)
-    if kind == "ray":
-        from discovery.executors.ray_executor import RayExecutor
-
-        return RayExecutor(num_workers=num_workers, address=ray_address,
-                           num_gpus_per_worker=num_gpus_per_worker, limits=limits)
-    raise UserError(f"executor: {kind!r} is not one of 'local', 'ray'")

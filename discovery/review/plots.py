@@ -257,10 +257,15 @@ def side_by_side(charts: Sequence[Chart]) -> str:
 
 
 # ---- the report's charts ------------------------------------------------------------------------
+def dpo_shape(z: list[float]) -> tuple[list[float], list[float]]:
+    """DPO's loss -log sigmoid(z) and its slope -sigmoid(-z), computed stably."""
+    loss = [max(-v, 0.0) + math.log1p(math.exp(-abs(v))) for v in z]
+    slope = [-math.exp(-v) / (1.0 + math.exp(-v)) if v >= 0 else -1.0 / (1.0 + math.exp(v)) for v in z]
+    return loss, slope
+
+
 def shape_chart(z: list[float], loss: list[Number], dloss_dz: list[Number] | None, regions, name: str) -> str:  # type: ignore[no-untyped-def]
     """Loss and dL/dz versus z = beta*margin, DPO dashed, misbehaving stretches shaded."""
-    from discovery.review.report import dpo_shape
-
     dpo_loss, dpo_slope = dpo_shape(list(z))
     panels = []
     for title, ys, ref, ylabel in (("loss vs z = β·margin", loss, dpo_loss, "loss"),

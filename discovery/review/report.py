@@ -49,13 +49,6 @@ class ShapeRegions:
         return out
 
 
-def dpo_shape(z: list[float]) -> tuple[list[float], list[float]]:
-    """DPO's loss -log sigmoid(z) and its slope -sigmoid(-z), computed stably."""
-    loss = [max(-v, 0.0) + math.log1p(math.exp(-abs(v))) for v in z]
-    slope = [-math.exp(-v) / (1.0 + math.exp(-v)) if v >= 0 else -1.0 / (1.0 + math.exp(v)) for v in z]
-    return loss, slope
-
-
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

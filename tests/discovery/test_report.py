@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from discovery.commands import app
-from discovery.review.report import dpo_shape, gather, render_html, shape_regions, write_report
+from discovery.review.plots import dpo_shape
+from discovery.review.report import gather, render_html, shape_regions, write_report
 from discovery.review.plots import Chart, nice_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
