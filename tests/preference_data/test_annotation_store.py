@@ -33,7 +33,15 @@ def test_example_spec_loads() -> None:
     ({"overlap": 0}, "overlap"),
     ({"population_shares": {"region": {"north": 0.7, "south": 0.7}}}, "sum to 1"),
     ({"quotas": {"attribute": "region", "per_item": {"south": 5}}}, "more slots than overlap"),
-    ({"colour": "red"}, "unknown project spec keys"),
+    ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+    # accepted (or a traceback) before: each must now be refused by name
+    ({"overlap": "three"}, "overlap: expected int"),
+    ({"lease_minutes": -5}, "lease_minutes must be > 0"),
+    ({"token_ttl_days": -1}, "token_ttl_days must be > 0"),
+    ({"quotas": {"attribute": "region", "per_item": {"south": -1}}}, "whole numbers >= 0"),
+    ({"attributes": [{"name": "region", "values": ["north", "north"]}]}, "more than once"),
+    ({"population_shares": {"region": {"north": 0.7}}}, "sum to 1"),
+    ({"max_items_per_annotator": 0}, "max_items_per_annotator"),
 ])
 def test_bad_spec_names_the_problem(patch: dict, fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
@@ -130,12 +138,13 @@ def test_pending_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.Monkey
     build_demo_project(url, tmp_path, n_items=3, n_annotators=1)
     annot_db.dispose_engine(url)
     steps = dict(annot_db.MIGRATIONS)
-    steps[2] = lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
+    current = annot_db.SCHEMA_VERSION
+    steps[current + 1] = lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
     monkeypatch.setattr(annot_db, "MIGRATIONS", steps)
-    monkeypatch.setattr(annot_db, "SCHEMA_VERSION", 2)
-    assert annot_db.migrate(create_engine(url)) == 1
+    monkeypatch.setattr(annot_db, "SCHEMA_VERSION", current + 1)
+    assert annot_db.migrate(create_engine(url)) == current
     engine = create_engine(url)
     assert "tags" in {c["name"] for c in inspect(engine).get_columns("annotation_items")}
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM annotation_items")).scalar() == 3
-        assert annot_db.current_version(conn) == 2
+        assert annot_db.current_version(conn) == current + 1
