@@ -38,12 +38,12 @@ def _parser() -> Any:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
                                    "highlight": _highlight}).enable("table").enable("strikethrough")
 
-    def link_open(tokens, idx, options, env):  # type: ignore[no-untyped-def]
+    def link_open(renderer, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
         tokens[idx].attrSet("target", "_blank")
-        return md.renderer.renderToken(tokens, idx, options, env)
+        return renderer.renderToken(tokens, idx, options, env)
 
-    def image(tokens, idx, options, env):  # type: ignore[no-untyped-def]
+    def image(renderer, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         alt = "".join(t.content for t in (tokens[idx].children or []))
         return f'<span class="img-alt">[image: {escape(alt)}]</span>'
 
