@@ -53,10 +53,10 @@
     var b = e.target.closest && e.target.closest("button[data-move]");
     if (!b) return;
     e.preventDefault();
+    if (b.dataset.move === "keep") { commit(b.closest(".question").querySelector("ol.rank-list")); return; }
     var li = b.closest("li.rank-item"), list = li.parentNode;
     if (b.dataset.move === "up" && li.previousElementSibling) list.insertBefore(li, li.previousElementSibling);
     else if (b.dataset.move === "down" && li.nextElementSibling) list.insertBefore(li.nextElementSibling, li);
-    else if (b.dataset.move === "keep") { commit(b.closest(".question").querySelector("ol.rank-list")); return; }
     commit(list);
     b.focus();
   });
