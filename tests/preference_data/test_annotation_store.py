@@ -148,3 +148,44 @@ def test_pending_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.Monkey
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM annotation_items")).scalar() == 3
         assert annot_db.current_version(conn) == current + 1
+
+
+def test_v1_database_upgrades_to_per_judgment_attributes(tmp_path: Path) -> None:
+    """A database written before judgments carried attribute snapshots (schema v1) is upgraded in
+    place: new columns and tables appear, every judgment is labelled with the attributes its
+    annotator had at upgrade time, and nothing is lost."""
+    import random as _random
+
+    from fastapi.testclient import TestClient
+
+    from preference_data.annotation.app import create_app
+    from preference_data.annotation.demo import random_answers
+    url = f"sqlite:///{tmp_path}/a.db"
+    demo = build_demo_project(url, tmp_path, n_items=2, n_annotators=2)
+    client = TestClient(create_app(url, "demo"))
+    for token in demo.annotator_tokens:
+        item = client.get(f"/api/a/{token}/next").json()["item"]
+        client.post(f"/api/a/{token}/items/{item['item_id']}", json={"answers": random_answers(item, _random.Random(0))})
+    before = export_judgments(url, "demo")
+    annot_db.dispose_engine(url)
+    engine = create_engine(url)
+    v2 = {"annotation_projects": ["join_token_hash", "base_url"], "annotation_items": ["kind", "gold", "messages"],
+          "annotation_annotators": ["preset_keys", "max_items", "external_id", "withdrawn_at"],
+          "annotation_judgments": ["annotator_attributes", "correct"]}
+    with engine.begin() as conn:  # turn it back into a v1 database
+        for table, cols in v2.items():
+            for col in cols:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+        conn.execute(text("DROP TABLE annotation_adjudications"))
+        conn.execute(text(f"UPDATE {annot_db.VERSION_TABLE} SET version = 1"))
+    engine.dispose()
+    assert annot_db.migrate(create_engine(url)) == 1
+    after = export_judgments(url, "demo")
+    assert len(after) == len(before) == 8
+    strip = ("annotator_quality", "item_kind", "gold", "correct", "kind", "messages")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in after] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in before]
+    with create_engine(url).connect() as conn:
+        snapshots = conn.execute(text("SELECT annotator_attributes FROM annotation_judgments")).scalars().all()
+        assert all(json.loads(s)["region"] in ("north", "south") for s in snapshots)
+        assert conn.execute(text("SELECT count(*) FROM annotation_items WHERE kind = 'regular'")).scalar() == 2
