@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,9 +116,10 @@ def annotator_state(s: Session, project: Project, spec: ProjectSpec, annotator: 
     touched = {i for i, *_ in mine}
     st.regular_done = sum(1 for _, status, _, kind in mine if status == "submitted" and kind == "regular")
     # correctness per control submission: every gold dimension answered as expected
-    verdicts = dict(s.execute(select(Judgment.item_id, func.min(Judgment.correct))
-                              .where(Judgment.annotator_id == annotator.id, Judgment.correct.is_not(None))
-                              .group_by(Judgment.item_id)).all())
+    verdicts: dict[str, bool] = {}
+    for item_id, ok in s.execute(select(Judgment.item_id, Judgment.correct)
+                                 .where(Judgment.annotator_id == annotator.id, Judgment.correct.is_not(None))):
+        verdicts[item_id] = verdicts.get(item_id, True) and bool(ok)
     controls = sorted(((fin, i) for i, status, fin, kind in mine
                        if status == "submitted" and kind != "regular"), key=lambda x: (str(x[0]), x[1]))
     st.control_done = len(controls)

@@ -151,16 +151,21 @@ def test_pending_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_v1_database_upgrades_to_per_judgment_attributes(tmp_path: Path) -> None:
+    check_v1_upgrade(f"sqlite:///{tmp_path}/a.db", tmp_path)
+
+
+def check_v1_upgrade(url: str, tmp_path: Path) -> None:
     """A database written before judgments carried attribute snapshots (schema v1) is upgraded in
     place: new columns and tables appear, every judgment is labelled with the attributes its
-    annotator had at upgrade time, and nothing is lost."""
+    annotator had at upgrade time, and nothing is lost. (Also run on PostgreSQL.)"""
     import random as _random
 
     from fastapi.testclient import TestClient
+    from sqlalchemy import select
 
     from preference_data.annotation.app import create_app
     from preference_data.annotation.demo import random_answers
-    url = f"sqlite:///{tmp_path}/a.db"
+    from preference_data.annotation.models import Judgment
     demo = build_demo_project(url, tmp_path, n_items=2, n_annotators=2)
     client = TestClient(create_app(url, "demo"))
     for token in demo.annotator_tokens:
@@ -185,7 +190,7 @@ def test_v1_database_upgrades_to_per_judgment_attributes(tmp_path: Path) -> None
     strip = ("annotator_quality", "item_kind", "gold", "correct", "kind", "messages")
     assert [{k: v for k, v in r.items() if k not in strip} for r in after] == \
         [{k: v for k, v in r.items() if k not in strip} for r in before]
-    with create_engine(url).connect() as conn:
-        snapshots = conn.execute(text("SELECT annotator_attributes FROM annotation_judgments")).scalars().all()
-        assert all(json.loads(s)["region"] in ("north", "south") for s in snapshots)
-        assert conn.execute(text("SELECT count(*) FROM annotation_items WHERE kind = 'regular'")).scalar() == 2
+    with annot_db.session_factory(url)() as s:
+        snapshots = s.scalars(select(Judgment.annotator_attributes)).all()
+    assert len(snapshots) == 8 and all(snap["region"] in ("north", "south") for snap in snapshots)
+    annot_db.dispose_engine(url)
