@@ -121,14 +121,17 @@ def majority_vote(wcs: Sequence[WeightedComparison]) -> MethodResult:
 
 @dataclass
 class DawidSkenePrior:
-    """Beta prior on every annotator's accuracy, in pseudo-judgments (mean a / (a + b)).
+    """Beta prior on every annotator's accuracy, in pseudo-judgments (mean a / (a + b) = 0.8).
 
     Without it, maximum likelihood drives the accuracy of an annotator seen on a few tasks to 0 or
-    1, and one such annotator turns a 4-3 split into a "certain" decision.
+    1, and one such annotator turns a 4-3 split into a "certain" decision. The mean sits above the
+    default noise threshold (0.7) so an annotator seen on few tasks is not flagged for lack of data
+    (benchmarks/aggregation_noisy_annotators.py: precision/recall 0.89/0.85 with 3 judgments per
+    item and ~9 items per annotator, against 0.28/1.00 with a prior mean of 0.67).
     """
 
     correct: float = 4.0
-    wrong: float = 2.0
+    wrong: float = 1.0
 
 
 def dawid_skene(wcs: Sequence[WeightedComparison], noise_threshold: float = 0.7, n_iter: int = 200,
