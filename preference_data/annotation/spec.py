@@ -169,6 +169,8 @@ def spec_from_dict(raw: dict[str, Any]) -> ProjectSpec:
     _check(qs.qualification_items >= 0, "quality.qualification_items must be >= 0")
     _check(0.0 <= qs.qualification_min_score <= 1.0, "quality.qualification_min_score must be in [0, 1]")
     _check(bool(_NAME.match(spec.crowd.id_param)), "crowd.id_param must be a query parameter name")
+    _check(not spec.crowd.completion_url or spec.crowd.completion_url.startswith(("https://", "http://")),
+           "crowd.completion_url must be an http(s) URL")
     return spec
 
 
