@@ -259,7 +259,7 @@ def run_pluralistic(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dic
                "groups": per_group, "worst_group": worst, "population_weighted": popw,
                "minority_group": pcfg.groups[minority].name,
                "pairs": len(pairs), "judgments": len(rows), "ties_dropped": agg_report["ties_dropped"],
-               "pair_weight_by_group": {g: v["pair_weight_total"] for g, v in agg_report["groups"].items()},
+               "pair_weight_by_group": {g: v.get("pair_weight_total") for g, v in agg_report["groups"].items()},
                "grpo_alpha": state["alpha"].tolist() if pcfg.robust == "grpo" else None,
                "pluralistic": _plain(asdict(pcfg)), "steps_done": outcome.steps_done,
                "message": outcome.message, "reference_time_s": meta.get("build_time_s")})
