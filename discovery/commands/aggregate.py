@@ -74,7 +74,10 @@ def aggregate_command(
     except (FileNotFoundError, JudgmentError, ValueError) as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:  # store errors (unknown project, bad DB) carry their own fix
-        if type(exc).__name__ in ("StoreError", "SchemaTooNew", "OperationalError", "DatabaseError"):
+        if type(exc).__name__ in ("OperationalError", "DatabaseError", "ProgrammingError"):
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UserError(f"cannot read the annotation database {judgments} ({detail}); check --judgments") from None
+        if type(exc).__name__ in ("StoreError", "SchemaTooNew"):
             raise UserError(str(exc).splitlines()[0]) from None
         raise
     if not rows:

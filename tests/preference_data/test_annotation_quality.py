@@ -251,3 +251,22 @@ def test_export_to_csv_and_a_hugging_face_dataset_round_trips(tmp_path: Path) ->
     assert csv_download.status_code == 200 and csv_download.text.startswith("judgment_id,")
     with pytest.raises(StoreError, match="unknown export format"):
         write_export(rows, tmp_path / "j.xlsx")
+
+
+def test_only_attributes_the_spec_opens_are_self_reported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/a.db"
+    demo = build_demo_project(url, tmp_path, n_items=1, n_annotators=1, attributes=[{"region": "south"}],
+                              consent=False, spec_overrides={"attributes": [
+                                  {"name": "region", "values": ["north", "south"]},
+                                  {"name": "age_band", "values": ["18-29", "50+"], "self_report": False},
+                                  {"name": "language"}]})
+    client = TestClient(create_app(url, "demo"), follow_redirects=False)
+    token = demo.annotator_tokens[0]
+    page = client.get(f"/a/{token}").text
+    assert 'id="attr-region" class="locked">south<' in page          # preset: shown, not editable
+    assert 'id="attr-age_band" class="locked">' in page              # closed to self-report by the spec
+    assert '<input type="text" name="attr.language"' in page
+    client.post(f"/a/{token}/start", data={"consent": "yes", "attr.region": "north", "attr.age_band": "50+",
+                                           "attr.language": "Welsh"})
+    status = client.get(f"/admin/{demo.admin_token}/status.json").json()
+    assert status["annotators"][0]["attributes"] == {"region": "south", "language": "Welsh"}
