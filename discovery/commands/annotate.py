@@ -181,7 +181,7 @@ def import_cmd(source: Path = typer.Argument(..., help="JSONL of {prompt, respon
 def status(project: str = ProjectOpt, db: Optional[str] = DbOpt,
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Progress, per-group counts, annotator quality and per-dimension agreement so far."""
-    from preference_data.annotation.app import admin_summary
+    from preference_data.annotation.admin import admin_summary
     from preference_data.annotation.db import session_factory
     from preference_data.annotation.store import get_project
 

@@ -13,11 +13,7 @@ and JSON bodies in nesting depth; tokens in URLs are redacted from uvicorn's acc
 from __future__ import annotations
 
 import hmac
-import json
-import logging
 import re
-import statistics
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from preference_data.annotation import store
-from preference_data.annotation.agreement import agreement_by_dimension
+from preference_data.annotation.admin import admin_summary, disputed_items
 from preference_data.annotation.assignment import (annotator_state, current_assignment, next_assignment,
                                                    skip_assignment, slot_counts)
 from preference_data.annotation.db import session_factory
+from preference_data.annotation.hygiene import (MAX_BODY_BYTES, SECURITY_HEADERS, Denied, install_log_redaction,
+                                                read_json)
 from preference_data.annotation.judging import MAX_TEXT, SubmissionError, answers_from_form, record_submission
 from preference_data.annotation.models import (Adjudication, Annotator, Assignment, Dimension, Item,
                                                Project, utcnow)
@@ -39,84 +37,11 @@ from preference_data.annotation.render import pygments_css, render_text
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 256 * 1024   # one submission: a few answers and at most a few 10k-character texts
-MAX_JSON_DEPTH = 32
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
-                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _DENIED = {"unknown": (401, "This link is not valid."),
            "expired": (403, "This link has expired. Ask the researcher for a new one."),
            "revoked": (403, "This link has been withdrawn."),
            "withdrawn": (403, "You withdrew from this study and your answers were deleted.")}
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,200}$")
-
-
-class Denied(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
-
-
-# ---------------------------------------------------------------- request hygiene
-def json_depth_exceeds(body: bytes, limit: int) -> bool:
-    """True when brackets outside strings nest deeper than `limit` (checked before json.loads,
-    whose recursion would otherwise fail deep inside the parser)."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    depth, in_string, escaped = 0, False, False
-    for ch in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == 0x5C:  # backslash
-                escaped = True
-            elif ch == 0x22:  # quote
-                in_string = False
-        elif ch == 0x22:
-            in_string = True
-        elif ch in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
-async def read_json(request: Request) -> Any:
-    """The request's JSON body, or Denied(413/400) naming the limit that was broken."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise Denied(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    if json_depth_exceeds(bytes(body), MAX_JSON_DEPTH):
-        raise Denied(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(bytes(body))
-    except (ValueError, RecursionError):
-        raise Denied(400, "body must be JSON") from None
-
-
-class RedactTokens(logging.Filter):
-    """Replace the secret part of /a/<token>, /admin/<token>, /join/<token> in access-log lines."""
-
-    PATTERN = re.compile(r"/(a|admin|join)/[^/?\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self.PATTERN.sub(r"/\1/<redacted>", a) if isinstance(a, str) else a
-                                for a in record.args)
-        elif isinstance(record.msg, str):
-            record.msg = self.PATTERN.sub(r"/\1/<redacted>", record.msg)
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
 
 
 # ---------------------------------------------------------------- views shared by pages and API
@@ -180,98 +105,6 @@ def locked_attributes(s: Session, spec: Any, annotator: Annotator) -> set[str]:
         if started:
             locked.add(spec.quotas.attribute)
     return locked
-
-
-def disputed_items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """(item, dimension) pairs whose annotators named different best responses, most split first."""
-    best: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    adjudicated: dict[tuple[str, str], dict[str, Any]] = {}
-    info: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        key = (r["item_id"], r["dimension"])
-        info[r["item_id"]] = r
-        if r.get("kind") == "adjudication":
-            adjudicated[key] = r
-            continue
-        if r.get("item_kind", "regular") != "regular":
-            continue
-        v = r["value"]
-        if r["scale"] == "pairwise":
-            top = v
-        elif r["scale"] == "ranking":
-            top = v[0] if v else None
-        elif r["scale"] == "likert":
-            hi = max(v.values())
-            tops = [k for k, x in v.items() if x == hi]
-            top = tops[0] if len(tops) == 1 else None
-        else:
-            top = None
-        if top is not None:
-            best[key][top] += 1
-    out = []
-    for (item_id, dim), votes in best.items():
-        if len(votes) < 2:
-            continue
-        row = info[item_id]
-        adj = adjudicated.get((item_id, dim))
-        out.append({"item_id": item_id, "dimension": dim, "prompt": row["prompt"],
-                    "top_share": max(votes.values()) / sum(votes.values()), "votes": dict(votes),
-                    "responses": row["responses"], "adjudicated": adj["value"] if adj else None,
-                    "note": adj["comment"] if adj else ""})
-    out.sort(key=lambda d: (d["top_share"], d["item_id"], d["dimension"]))
-    return out
-
-
-def admin_summary(s: Session, db_url: str, project: Project) -> dict[str, Any]:
-    """Progress per annotator and per group, quality, and agreement per dimension."""
-    spec = store.project_spec(project)
-    status = store.project_status(db_url, project.name)
-    annotators = s.scalars(select(Annotator).where(Annotator.project_id == project.id)
-                           .order_by(Annotator.created_at)).all()
-    rows = store.export_judgments(db_url, project.name)
-    quality = store.annotator_quality(s, project)
-    asgs = s.execute(select(Assignment.annotator_id, Assignment.status, Assignment.item_id)
-                     .join(Annotator, Annotator.id == Assignment.annotator_id)
-                     .where(Annotator.project_id == project.id)).all()
-    per_ann: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for aid, st, _ in asgs:
-        per_ann[aid][st] += 1
-    times: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in rows:
-        if r.get("kind") != "adjudication":
-            times[r["annotator_id"]][r["item_id"]] = r["time_spent_s"]
-    people = []
-    for a in annotators:
-        qualified = (annotator_state(s, project, spec, a).qualified
-                     if spec.quality.qualification_items else None)
-        people.append({
-            "id": a.id, "label": a.label, "attributes": a.attributes or {}, "consent": a.consent,
-            "withdrawn": a.withdrawn_at is not None, "external_id": a.external_id,
-            "submitted": per_ann[a.id]["submitted"], "skipped": per_ann[a.id]["skipped"],
-            "open": per_ann[a.id]["assigned"],
-            "median_time_s": round(statistics.median(times[a.id].values()), 1) if times[a.id] else None,
-            "quality": quality.get(a.id, {"correct": 0, "total": 0, "score": 0.5}),
-            "qualified": "–" if qualified is None else ("yes" if qualified else "no")})
-    groups = []
-    total_sub = sum(p["submitted"] for p in people) or 1
-    for attr in spec.attributes:
-        values = list(attr.values) + sorted({str(p["attributes"].get(attr.name)) for p in people
-                                             if p["attributes"].get(attr.name) not in attr.values
-                                             and p["attributes"].get(attr.name) is not None})
-        for v in values + [None]:
-            members = [p for p in people if p["attributes"].get(attr.name) == v]
-            if v is None and not members:
-                continue
-            sub = sum(p["submitted"] for p in members)
-            groups.append({"attribute": attr.name, "value": v if v is not None else "(not given)",
-                           "annotators": len(members), "submitted": sub,
-                           "share": round(sub / total_sub, 3),
-                           "target_share": spec.population_shares.get(attr.name, {}).get(v)})
-    scored = [r for r in rows if r.get("kind") != "adjudication" and r.get("item_kind", "regular") == "regular"]
-    agreement = agreement_by_dimension(scored)
-    ordered = {d.name: agreement[d.name] for d in project.dimensions if d.name in agreement}
-    return {"status": status, "annotators": people, "groups": groups, "agreement": ordered,
-            "disputed": len(disputed_items(rows))}
 
 
 # ---------------------------------------------------------------- the app
