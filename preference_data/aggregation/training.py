@@ -132,7 +132,9 @@ def format_group_report(report: dict[str, Any]) -> str:
              f"{report['objective']} objective; model in {report['model_dir']}",
              f"{'group':<16}{'held-out pairs':>15}{'accuracy':>10}{'loss':>9}{'margin':>9}{'weight':>9}"]
     weights = report.get("group_weights") or {}
-    for g, r in report["per_group"].items():
+    ranked = sorted(report["per_group"].items(),  # worst group first
+                    key=lambda kv: (kv[1]["accuracy"] if kv[1]["accuracy"] is not None else 2.0, kv[0]))
+    for g, r in ranked:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
         margin = "-" if r["reward_margin"] is None else f"{r['reward_margin']:.4f}"
