@@ -108,8 +108,13 @@ def train_from_project(db_url: str, project: str, model: str, out: str | Path,
                                      "output_dir": str(out / "model"), "save_model": True})
     import contextlib
     import sys
-    with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout stays the report
-        tier = run_hf_tier(loss.fn, hf_cfg)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout stays the report
+            tier = run_hf_tier(loss.fn, hf_cfg)
+    except OSError as exc:  # transformers: no such local directory / hub id (or offline)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"cannot load --model {model} ({first[:200]}); pass a local model directory "
+                            "or a reachable hub id") from None
     (out / "result.json").write_text(json.dumps(tier, indent=2, default=str))
     extra = tier["extra"]
     report = {
