@@ -162,6 +162,9 @@ def aggregate(judgments: Sequence[Judgment], cfg: AggregationConfig) -> Aggregat
 
     if adjudications and cfg.by_dimension:
         result.info["adjudicated_pairs"] = _adjudicate(result.decisions, adjudications)
+    elif adjudications:
+        result.info["adjudications_ignored"] = ("adjudications are per dimension; they apply only when "
+                                                "dimensions are decided separately (--by-dimension)")
     pairs = _to_pairs(scored, result.decisions, jw, cfg, group_of)
     report = _report(scored, judgments, cfg, result, weighting, pairs, group_attr, group_of)
     return AggregationResult(pairs, report)
