@@ -300,6 +300,11 @@ def _train(loss_fn: LossFn, config: HFTierConfig, train, held_out, output_dir: s
 def per_group_report(trainer, held_out, groups: list[str]) -> dict[str, dict[str, Any]]:
     """Held-out implicit-reward accuracy, loss and margin for each group (TRL's evaluate per subset)."""
     out: dict[str, dict[str, Any]] = {}
+    # The trainer's own copy is tokenized and, with precompute_ref_log_probs, carries the reference
+    # log-probs (the reference model is gone after training); its rows are held_out's, in order.
+    prepared = trainer.eval_dataset
+    if prepared is not None and "group_id" in getattr(prepared, "column_names", ()):
+        held_out = prepared
     if "group_id" not in held_out.column_names:
         return out
     ids = held_out["group_id"]
@@ -307,7 +312,14 @@ def per_group_report(trainer, held_out, groups: list[str]) -> dict[str, dict[str
         rows = [i for i, x in enumerate(ids) if x == g]
         if not rows:
             continue
-        metrics = trainer.evaluate(eval_dataset=held_out.select(rows))
+        if held_out is prepared:  # evaluate() refuses new datasets after training with precomputed refs
+            trainer.eval_dataset = prepared.select(rows)
+            try:
+                metrics = trainer.evaluate()
+            finally:
+                trainer.eval_dataset = prepared
+        else:
+            metrics = trainer.evaluate(eval_dataset=held_out.select(rows))
         out[name] = {"pairs": len(rows), "accuracy": metrics.get("eval_rewards/accuracies"),
                      "loss": metrics.get("eval_loss"), "reward_margin": metrics.get("eval_rewards/margins")}
     return out
