@@ -235,12 +235,24 @@ def serve(project: Optional[str] = typer.Option(None, "--project", "-p",
 
     from preference_data.annotation.app import create_app
     from preference_data.annotation.store import set_base_url
+    from preference_data.annotation.db import session_factory
+    from preference_data.annotation.models import Project
     url = resolve_db(db)
     app = _guard(create_app, url, project)
     address = (public_url or f"http://{host}:{port}").rstrip("/")
+
+    def recorded() -> set[str]:
+        with session_factory(url)() as s:
+            return {p.base_url or DEFAULT_BASE_URL for p in s.query(Project)
+                    if project is None or p.name == project}
+
+    before = _guard(recorded)
     _guard(set_base_url, url, address, project)
     typer.echo(f"serving {'project ' + repr(project) if project else 'every project'} on {address}/ "
                "(annotator links: /a/<token>, admin: /admin/<token>)")
+    for old in sorted(before - {address}):
+        typer.echo(f"note: links printed earlier start with {old}; open them as {address}/... "
+                   "(links printed from now on use this address)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
