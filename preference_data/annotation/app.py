@@ -124,6 +124,8 @@ def create_app(db_url: str, project_name: str | None = None) -> FastAPI:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             response: Response = JSONResponse({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
+        elif request.method == "POST" and not length.isdigit():  # a chunked body could not be capped
+            response = JSONResponse({"error": "send a Content-Length header"}, 411)
         else:
             response = await call_next(request)
         for k, v in SECURITY_HEADERS.items():
