@@ -110,6 +110,12 @@ class AnnotatorState:
 def annotator_state(s: Session, project: Project, spec: ProjectSpec, annotator: Annotator) -> AnnotatorState:
     st = AnnotatorState(cap=annotator.max_items if annotator.max_items is not None
                         else spec.max_items_per_annotator)
+    controls = s.scalars(select(Item.id).where(Item.project_id == project.id, Item.kind != "regular")
+                         .order_by(Item.created_at, Item.id)).all()
+    q = spec.quality.qualification_items
+    if not controls and st.cap is None:  # the common case needs no per-annotator counts
+        st.qualified = True if q > 0 else None
+        return st
     mine = s.execute(select(Assignment.item_id, Assignment.status, Assignment.finished_at, Item.kind)
                      .join(Item, Item.id == Assignment.item_id)
                      .where(Assignment.annotator_id == annotator.id)).all()
@@ -120,17 +126,14 @@ def annotator_state(s: Session, project: Project, spec: ProjectSpec, annotator: 
     for item_id, ok in s.execute(select(Judgment.item_id, Judgment.correct)
                                  .where(Judgment.annotator_id == annotator.id, Judgment.correct.is_not(None))):
         verdicts[item_id] = verdicts.get(item_id, True) and bool(ok)
-    controls = sorted(((fin, i) for i, status, fin, kind in mine
-                       if status == "submitted" and kind != "regular"), key=lambda x: (str(x[0]), x[1]))
-    st.control_done = len(controls)
-    st.control_correct = sum(bool(verdicts.get(i)) for _, i in controls)
-    q = spec.quality.qualification_items
-    first = controls[:q]
+    done_controls = sorted(((fin, i) for i, status, fin, kind in mine
+                            if status == "submitted" and kind != "regular"), key=lambda x: (str(x[0]), x[1]))
+    st.control_done = len(done_controls)
+    st.control_correct = sum(bool(verdicts.get(i)) for _, i in done_controls)
+    first = done_controls[:q]
     st.qualification_done = len(first)
     st.qualification_correct = sum(bool(verdicts.get(i)) for _, i in first)
-    st.pending_controls = [i for i, in s.execute(select(Item.id).where(Item.project_id == project.id,
-                                                                       Item.kind != "regular")
-                                                 .order_by(Item.created_at, Item.id)) if i not in touched]
+    st.pending_controls = [i for i in controls if i not in touched]
     if q > 0 and (st.qualification_done >= q or not st.pending_controls):
         st.qualified = (st.qualification_done == 0  # no control items imported: nothing to pass
                         or st.qualification_correct / st.qualification_done
