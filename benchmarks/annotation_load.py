@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> None:
         "submissions_per_s": round(len(acked) / elapsed, 1),
         "refused": dict(refused), "lost": lost, "stored_not_acknowledged": unacked_extra,
         "duplicate_ids": dup_ids, "duplicate_judgments": dup_work, "items_over_k": over_k,
+        "load_average_1m": round(os.getloadavg()[0], 2),  # shared cores: read the rate with this
     }
     ok = lost == unacked_extra == dup_ids == dup_work == over_k == 0 and not refused
     result["ok"] = ok
@@ -104,7 +106,8 @@ def main() -> None:
         print(f"{args.annotators} concurrent annotators, {result['submissions']} submissions "
               f"({result['judgments']} judgments) in {result['elapsed_s']} s")
         print(f"sustained: {result['judgments_per_s']} judgments/s "
-              f"({result['submissions_per_s']} submissions/s, 4 dimensions each)")
+              f"({result['submissions_per_s']} submissions/s, 4 dimensions each; "
+              f"load average {result['load_average_1m']})")
         print(f"lost={lost} duplicated={dup_ids + dup_work} stored-but-unacknowledged={unacked_extra} "
               f"items-over-k={over_k} refused={dict(refused)} -> {'OK' if ok else 'FAILED'}")
     raise SystemExit(0 if ok else 1)

@@ -13,6 +13,13 @@ model's when there is no judge), ``kl`` a Monte-Carlo estimate of KL(pi || pi_re
 policy's own samples (unbiased only when sampling at temperature 1), ``accuracy`` the held-out
 preference accuracy of the implicit reward. Sandbox workers have no network, so there the job
 trains and generates, and the parent calls ``apply_judge`` on the returned dict.
+
+Granular training (pairs from ``prefdisco aggregate``): a ``weight`` column weights each pair, a
+``group`` column names the annotator group each pair speaks for, and a ``dimension`` column the
+judged dimension. ``objective`` picks the reduction (``mean``, ``weighted``, or ``group-robust``:
+Group Robust Preference Optimisation over the groups), ``condition_on_dimension`` folds the
+dimension into the prompt (SteerLM-style), and the result carries ``extra["per_group"]``
+(held-out accuracy, loss and reward margin per group) and ``extra["worst_group"]``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,12 @@ class HFTierConfig(Config):
     reward_model: str | None = None  # AutoModelForSequenceClassification path/hub id (1 logit)
     reward_batch_size: int = 16
     judge: LLMJudgeConfig | None = None
+    # Granular training on aggregated human judgments (see the module docstring).
+    objective: Literal["mean", "weighted", "group-robust"] = "weighted"  # weighted: the weight column, when present
+    group_robust_eta: float = 0.05  # exponentiated-gradient step of the group weights (group-robust only)
+    condition_on_dimension: bool = False  # prefix prompts with "[dimension] "
+    group_column: str = "group"
+    weight_column: str = "weight"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HFTierConfig":
@@ -118,6 +131,27 @@ def _train_eval_split(config: HFTierConfig):
     if config.max_train_examples is not None:
         train = train.select(range(min(config.max_train_examples, len(train))))
     return train, held_out
+
+
+def _granular(train, held_out, config: HFTierConfig):
+    """Weights, group ids and dimension conditioning for both splits; returns (train, held_out, groups)."""
+    from evaluators.granular import group_vocabulary, prepare_granular_dataset
+
+    col = config.group_column
+    groups = group_vocabulary([g for split in (train, held_out) if col in split.column_names
+                               for g in split[col]]) if col in train.column_names else []
+    if config.objective == "group-robust" and len(groups) < 2:
+        raise ValueError(f"objective group-robust needs a {config.group_column!r} column with at least two groups "
+                         "(aggregate with --by-group)")
+    out = []
+    for split in (train, held_out):
+        if config.objective == "mean" and config.weight_column in split.column_names:
+            split = split.remove_columns(config.weight_column)
+        split, _ = prepare_granular_dataset(split, condition_dimensions=config.condition_on_dimension,
+                                            groups=groups if groups and col in split.column_names else [],
+                                            group_column=col, weight_column=config.weight_column)
+        out.append(split)
+    return out[0], out[1], groups
 
 
 def prompt_text(prompt: Any, tokenizer: Any) -> str:
@@ -222,7 +256,7 @@ def _use_cpu(config: HFTierConfig) -> bool:
     return config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
 
 
-def _train(loss_fn: LossFn, config: HFTierConfig, train, held_out, output_dir: str):
+def _train(loss_fn: LossFn, config: HFTierConfig, train, held_out, output_dir: str, groups: list[str] | None = None):
     from transformers import AutoTokenizer
     from trl import DPOConfig
 
@@ -243,9 +277,39 @@ def _train(loss_fn: LossFn, config: HFTierConfig, train, held_out, output_dir: s
     trainer = PreferenceLossDPOTrainer(
         model=config.model, args=args, train_dataset=train, eval_dataset=held_out,
         processing_class=tokenizer, loss_fn=loss_fn, loss_kwargs=config.loss_kwargs,
+        group_names=groups or None,
+        group_robust_eta=config.group_robust_eta if config.objective == "group-robust" else 0.0,
     )
     trainer.train()
     return trainer, tokenizer
+
+
+def per_group_report(trainer, held_out, groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Held-out implicit-reward accuracy, loss and margin for each group (TRL's evaluate per subset)."""
+    out: dict[str, dict[str, Any]] = {}
+    # The trainer's own copy is tokenized and, with precompute_ref_log_probs, carries the reference
+    # log-probs (the reference model is gone after training); its rows are held_out's, in order.
+    prepared = trainer.eval_dataset
+    if prepared is not None and "group_id" in getattr(prepared, "column_names", ()):
+        held_out = prepared
+    if "group_id" not in held_out.column_names:
+        return out
+    ids = held_out["group_id"]
+    for g, name in enumerate(groups):
+        rows = [i for i, x in enumerate(ids) if x == g]
+        if not rows:
+            continue
+        if held_out is prepared:  # evaluate() refuses new datasets after training with precomputed refs
+            trainer.eval_dataset = prepared.select(rows)
+            try:
+                metrics = trainer.evaluate()
+            finally:
+                trainer.eval_dataset = prepared
+        else:
+            metrics = trainer.evaluate(eval_dataset=held_out.select(rows))
+        out[name] = {"pairs": len(rows), "accuracy": metrics.get("eval_rewards/accuracies"),
+                     "loss": metrics.get("eval_loss"), "reward_margin": metrics.get("eval_rewards/margins")}
+    return out
 
 
 def run_hf_tier(loss_fn: LossFn, config: HFTierConfig) -> dict[str, Any]:
@@ -258,10 +322,13 @@ def run_hf_tier(loss_fn: LossFn, config: HFTierConfig) -> dict[str, Any]:
     started = time.perf_counter()
     set_seed(config.seed)
     train, held_out = _train_eval_split(config)
+    train, held_out, groups = _granular(train, held_out, config)
     with tempfile.TemporaryDirectory(prefix="prefdisco-hf-") as scratch:
-        trainer, tokenizer = _train(loss_fn, config, train, held_out, config.output_dir or scratch)
+        trainer, tokenizer = _train(loss_fn, config, train, held_out, config.output_dir or scratch, groups)
         curve = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         evaluation = trainer.evaluate()
+        by_group = per_group_report(trainer, held_out, groups) if groups else {}
+        alpha = trainer.group_reducer.alpha.tolist() if trainer.group_reducer is not None else None
         policy = trainer.accelerator.unwrap_model(trainer.model).eval()
         if config.save_model and config.output_dir:
             trainer.save_model(str(Path(config.output_dir) / "final"))
@@ -289,8 +356,13 @@ def run_hf_tier(loss_fn: LossFn, config: HFTierConfig) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "model": config.model, "dataset": config.dataset, "train_pairs": len(train), "eval_pairs": len(held_out),
         "eval_loss": evaluation.get("eval_loss"), "eval_reward_margin": evaluation.get("eval_rewards/margins"),
-        "generations": generations,
+        "generations": generations, "objective": config.objective,
     }
+    if by_group:
+        scored = {g: r for g, r in by_group.items() if r["accuracy"] is not None}
+        worst = min(scored.items(), key=lambda kv: (kv[1]["accuracy"], -(kv[1]["loss"] or 0.0))) if scored else None
+        extra.update(per_group=by_group, worst_group={"group": worst[0], **worst[1]} if worst else None,
+                     group_weights=dict(zip(groups, alpha)) if alpha is not None else None)
     gold = win_rate = float("nan")
     if config.reward_model:
         scores = reward_scores(config.reward_model, raw_prompts * 2, policy_text + reference_text,

@@ -138,7 +138,7 @@ def _annotated_pairs(pcfg: PluralisticConfig, utils: list[Utility], state: dict[
     in the weighted or group-robust reduction."""
 
     def label(run: PairsRun, loss_fn: Callable[..., Any]) -> TrainingPairs:
-        from preference_data.weighting import example_scales, group_robust_step
+        from evaluators.granular import example_scales, group_robust_step
 
         spec, vocab, device, tr = run.spec, run.vocab, run.device, run.bundle["train"]
         # 1. simulated annotators judge the reference's pairs; the pipeline aggregates them
@@ -222,7 +222,7 @@ def _group_scores(pcfg: PluralisticConfig, utils: list[Utility], state: dict[str
                    "minority_group": pcfg.groups[minority].name,
                    "pairs": state["pairs"], "judgments": state["judgments"],
                    "ties_dropped": agg_report["ties_dropped"],
-                   "pair_weight_by_group": {g: v["pair_weight_total"] for g, v in agg_report["groups"].items()},
+                   "pair_weight_by_group": {g: v.get("pair_weight_total") for g, v in agg_report["groups"].items()},
                    "grpo_alpha": state["alpha"].tolist() if pcfg.robust == "grpo" else None,
                    "pluralistic": _plain(asdict(pcfg)), "steps_done": outcome.steps_done,
                    "message": outcome.message, "reference_time_s": run.bundle["meta"].get("build_time_s")})

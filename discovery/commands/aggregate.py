@@ -19,13 +19,23 @@ def _shares(text: Optional[str]) -> dict[str, dict[str, float]] | None:
     if not text:
         return None
     import yaml
-    raw = yaml.safe_load(Path(text).read_text()) if Path(text).is_file() else yaml.safe_load(text)
+
+    from preference_data.annotation.spec import SpecError, check_population_shares
+    example = '\'{"region": {"north": 0.5, "south": 0.5}}\''
+    try:
+        raw = yaml.safe_load(Path(text).read_text()) if Path(text).is_file() else yaml.safe_load(text)
+    except (yaml.YAMLError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--population-shares is neither a readable file nor JSON/YAML ({first}); "
+                        f"e.g. {example}") from None
     if isinstance(raw, dict) and "population_shares" in raw:
         raw = raw["population_shares"]
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-        raise UserError('--population-shares must map attribute -> {value: share}, '
-                        'e.g. \'{"region": {"north": 0.5, "south": 0.5}}\'')
-    return {str(k): {str(a): float(b) for a, b in v.items()} for k, v in raw.items()}
+        raise UserError(f"--population-shares must map attribute -> {{value: share}}, e.g. {example}")
+    try:
+        return check_population_shares(raw, where="--population-shares")
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
 
 
 def aggregate_command(
@@ -36,7 +46,9 @@ def aggregate_command(
     method: str = typer.Option("majority", "--method", help=f"One of {', '.join(METHOD_CHOICES)}."),
     weighting: str = typer.Option("none", "--weighting", help="none | poststrat | raking: re-weight "
                                   "annotator groups to the project's population_shares."),
-    by_dimension: bool = typer.Option(False, "--by-dimension", help="Decide each dimension separately."),
+    by_dimension: bool = typer.Option(True, "--by-dimension/--pool-dimensions",
+                                      help="Decide each dimension separately (default), or pool every "
+                                           "dimension's votes into one decision per item."),
     by_group: bool = typer.Option(False, "--by-group", help="Decide each annotator group separately; "
                                   "pair weights carry each group's (weighted) population mass."),
     group_attribute: Optional[str] = typer.Option(None, "--group-attribute", help="Attribute that "
@@ -54,15 +66,18 @@ def aggregate_command(
         raise UserError(f"--method must be one of {', '.join(METHOD_CHOICES)}")
     if weighting not in WEIGHTING_CHOICES:
         raise UserError(f"--weighting must be one of {', '.join(WEIGHTING_CHOICES)}")
-    from preference_data.aggregation import (AggregationConfig, JudgmentError, aggregate, load_judgments,
-                                             load_population_shares, write_pairs)
+    from preference_data.aggregation import AggregationConfig, JudgmentError, aggregate, write_pairs
+    from preference_data.annotation.sources import load_judgments, load_population_shares
     try:
         rows = load_judgments(judgments, project)
         shares = _shares(population_shares) or load_population_shares(project, judgments)
     except (FileNotFoundError, JudgmentError, ValueError) as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:  # store errors (unknown project, bad DB) carry their own fix
-        if type(exc).__name__ in ("StoreError", "SchemaTooNew", "OperationalError"):
+        if type(exc).__name__ in ("OperationalError", "DatabaseError", "ProgrammingError"):
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UserError(f"cannot read the annotation database {judgments} ({detail}); check --judgments") from None
+        if type(exc).__name__ in ("StoreError", "SchemaTooNew"):
             raise UserError(str(exc).splitlines()[0]) from None
         raise
     if not rows:
@@ -74,10 +89,14 @@ def aggregate_command(
         result = aggregate(rows, cfg)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    write_pairs(result.pairs, out)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result.report, indent=2, default=str))
+    try:
+        write_pairs(result.pairs, out)
+        if report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result.report, indent=2, default=str))
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or out}: {exc.strerror or exc}; pick a writable "
+                        "--out/--report path") from None
     if as_json:
         typer.echo(json.dumps({"out": str(out), **result.report}, default=str))
         return
@@ -87,8 +106,9 @@ def aggregate_command(
     for dim, a in r["agreement"]["by_dimension"].items():
         typer.echo(f"  alpha[{dim}] = {a['alpha']} ({a['level']}, {a['units']} units)")
     for g, info in r["groups"].items():
-        typer.echo(f"  group {g}: {info['annotators']} annotators, {info['judgments']} judgments, "
-                   f"{info['pairs']} pairs, total pair weight {info['pair_weight_total']}")
+        pairs = (f", {info['pairs']} pairs, total pair weight {info['pair_weight_total']}"
+                 if by_group else "")
+        typer.echo(f"  group {g}: {info['annotators']} annotators, {info['judgments']} judgments{pairs}")
     if "flagged_noisy" in r["method_info"]:
         typer.echo(f"  flagged as noisy (Dawid-Skene accuracy < {noise_threshold}): "
                    f"{', '.join(r['method_info']['flagged_noisy']) or 'none'}")

@@ -30,6 +30,8 @@ from discovery.errors import UserError
 # Names the loss contract promises to candidate code without an import (see load_loss_from_source).
 PRELUDE_NAMES = frozenset({"torch", "F", "math"})
 TRAINER_SOURCE = Path(__file__).resolve().parents[2] / "evaluators" / "hf_trainer.py"  # copied into exports
+# ... after the granular-training helpers it imports (weights, group-robust objective, dimensions)
+GRANULAR_SOURCE = TRAINER_SOURCE.with_name("granular.py")
 TEMPLATES_DIR = Path(prompts.__file__).resolve().parent
 # Metadata shown in headers and kept as provenance, in this order when present.
 METADATA_KEYS = (
@@ -165,14 +167,21 @@ def _top_level_names(code: str) -> set[str]:
 
 
 def _trainer_glue() -> tuple[list[str], str]:
-    """The import lines and the code of evaluators/hf_trainer.py, read as text (not imported)."""
-    source = TRAINER_SOURCE.read_text()
-    tree = ast.parse(source)
+    """The import lines and the code of evaluators/granular.py and evaluators/hf_trainer.py, read as
+    text (not imported); the trainer's import of the granular helpers is dropped (they are inlined)."""
     imports: list[str] = []
     blocks: list[str] = []
+    for path in (GRANULAR_SOURCE, TRAINER_SOURCE):
+        _glue_from(path.read_text(), imports, blocks)
+    return imports, "\n\n\n".join(blocks)
+
+
+def _glue_from(source: str, imports: list[str], blocks: list[str]) -> None:
+    tree = ast.parse(source)
     for node in tree.body:
         segment = ast.get_source_segment(source, node, padded=True) or ""
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+        if isinstance(node, ast.ImportFrom) and (node.module == "__future__"
+                                                 or (node.module or "").startswith("evaluators")):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             imports.append(segment)
@@ -181,7 +190,6 @@ def _trainer_glue() -> tuple[list[str], str]:
             start = min([d.lineno for d in decorators] + [node.lineno])
             comments = _leading_comments(source, start)
             blocks.append(comments + "\n".join(source.splitlines()[start - 1:node.end_lineno]))
-    return imports, "\n\n\n".join(blocks)
 
 
 def _leading_comments(source: str, lineno: int) -> str:

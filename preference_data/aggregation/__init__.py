@@ -2,9 +2,10 @@
 
 Public API::
 
-    from preference_data.aggregation import (AggregationConfig, aggregate, load_judgments,
-                                             write_pairs, read_pairs, METHODS, WEIGHTINGS)
-    judgments = load_judgments("judgments.jsonl")          # or a DB URL + project
+    from preference_data.aggregation import (AggregationConfig, aggregate, write_pairs, read_pairs,
+                                             METHODS, WEIGHTINGS)
+    from preference_data.annotation.sources import load_judgments  # export file or DB + project
+    judgments = load_judgments("judgments.jsonl")
     result = aggregate(judgments, AggregationConfig(method="dawid-skene", by_dimension=True))
     write_pairs(result.pairs, "pairs.jsonl"); result.report  # agreement, clusters, weights...
 """
@@ -14,9 +15,8 @@ from preference_data.aggregation.judgments import (Comparison, Judgment, Judgmen
 from preference_data.aggregation.methods import METHODS
 from preference_data.aggregation.pipeline import (AggregationConfig, AggregationResult, aggregate,
                                                   read_pairs, write_pairs)
-from preference_data.aggregation.sources import load_judgments, load_population_shares
 from preference_data.aggregation.weights import WEIGHTINGS, compute_weights
 
 __all__ = ["AggregationConfig", "AggregationResult", "Comparison", "Judgment", "JudgmentError", "METHODS",
-           "Response", "WEIGHTINGS", "aggregate", "comparisons", "compute_weights", "load_judgments",
-           "load_population_shares", "parse_judgment", "parse_judgments", "read_pairs", "write_pairs"]
+           "Response", "WEIGHTINGS", "aggregate", "comparisons", "compute_weights", "parse_judgment", "parse_judgments",
+           "read_pairs", "write_pairs"]

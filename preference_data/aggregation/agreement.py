@@ -1,17 +1,26 @@
 """Inter-annotator agreement (Krippendorff's alpha) and disagreement hot-spots.
 
-Reliability data per dimension: rows = annotators, columns = units, NaN = not judged.
-* pairwise: unit = item; value = index of the chosen response in the item's sorted response ids
-  (nominal).
-* ranking: unit = (item, response); value = its rank position (ordinal).
-* likert: unit = (item, response); value = the rating (ordinal).
+The one alpha implementation of prefdisco: the annotation admin page, `annotate status` and
+`prefdisco aggregate` all call `alpha_entry`. Reliability data per dimension: rows = annotators,
+columns = units, NaN = not judged. Levels of measurement, one per scale:
+
+* pairwise -> **nominal**. Units are ordered response pairs (item, x, y) in *both* orientations:
+  choosing c gives (c, o) = 1 and (o, c) = 0 for every other response o. Listing both
+  orientations makes alpha independent of how the responses happen to be numbered or named
+  (indexing responses by position would let an arbitrary numbering shift the expected
+  disagreement); for two responses it measures agreement on "which one is better".
+* ranking -> **ordinal**: unit (item, response), value = its rank (1 = best).
+* likert -> **ordinal**: unit (item, response), value = the rating. Ordinal, not interval,
+  because aggregation uses only the order of ratings (a higher rating beats a lower one) and a
+  rating scale's steps are not known to be equal.
+* text: no alpha.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,19 +44,24 @@ def krippendorff_alpha(reliability: np.ndarray, level: str) -> float | None:
     return None if math.isnan(a) else a
 
 
+def _cells(j: Judgment) -> list[tuple[Any, float]]:
+    if j.scale == "pairwise":
+        others = [r.response_id for r in j.responses if r.response_id != j.value]
+        return ([((j.item_id, j.value, o), 1.0) for o in others]
+                + [((j.item_id, o, j.value), 0.0) for o in others])
+    if j.scale == "ranking":
+        return [((j.item_id, rid), float(pos + 1)) for pos, rid in enumerate(j.value)]
+    if j.scale == "likert":
+        return [((j.item_id, rid), float(rating)) for rid, rating in j.value.items() if rating is not None]
+    return []
+
+
 def reliability_matrix(judgments: Sequence[Judgment]) -> tuple[np.ndarray, str, list[str], list]:
     """(matrix, level, annotator ids, unit keys) for judgments of ONE dimension/scale."""
     cells: dict[tuple[str, object], float] = {}
     for j in judgments:
-        ids = sorted(r.response_id for r in j.responses)
-        if j.scale == "pairwise":
-            cells[(j.annotator_id, j.item_id)] = float(ids.index(j.value))
-        elif j.scale == "ranking":
-            for pos, rid in enumerate(j.value):
-                cells[(j.annotator_id, (j.item_id, rid))] = float(pos)
-        elif j.scale == "likert":
-            for rid, rating in j.value.items():
-                cells[(j.annotator_id, (j.item_id, rid))] = float(rating)
+        for unit, value in _cells(j):
+            cells[(j.annotator_id, unit)] = value
     annotators = sorted({a for a, _ in cells})
     units = sorted({u for _, u in cells}, key=str)
     a_pos, u_pos = {a: i for i, a in enumerate(annotators)}, {u: i for i, u in enumerate(units)}
@@ -58,11 +72,22 @@ def reliability_matrix(judgments: Sequence[Judgment]) -> tuple[np.ndarray, str, 
     return m, LEVEL_BY_SCALE.get(scale, "nominal"), annotators, units
 
 
-def _alpha_entry(js: Sequence[Judgment]) -> dict:
-    m, level, annotators, units = reliability_matrix(js)
+def alpha_entry(js: Sequence[Judgment]) -> dict[str, Any]:
+    """{"alpha", "level", "units" (with >= 2 judgments), "annotators", "judgments", "note"}."""
+    scale = js[0].scale if js else "text"
+    if scale not in LEVEL_BY_SCALE:
+        return {"alpha": None, "level": "-", "units": 0, "annotators": len({j.annotator_id for j in js}),
+                "judgments": len(js), "note": "free text"}
+    m, level, annotators, _ = reliability_matrix(js)
+    pairable = int((np.sum(~np.isnan(m), axis=0) >= 2).sum()) if m.size else 0
     a = krippendorff_alpha(m, level)
-    return {"alpha": None if a is None else round(a, 4), "level": level,
-            "annotators": len(annotators), "units": len(units), "judgments": len(js)}
+    note = ""
+    if pairable == 0:
+        note = "no item has two judgments yet"
+    elif a is None:
+        note = "all answers identical (alpha undefined)"
+    return {"alpha": None if a is None else round(a, 4), "level": level, "units": pairable,
+            "annotators": len(annotators), "judgments": len(js), "note": note}
 
 
 def agreement_report(judgments: Sequence[Judgment], group_of: Callable[[Judgment], str | None]) -> dict:
@@ -71,7 +96,7 @@ def agreement_report(judgments: Sequence[Judgment], group_of: Callable[[Judgment
     for j in judgments:
         if j.scale in LEVEL_BY_SCALE:
             by_dim[j.dimension].append(j)
-    report: dict = {"by_dimension": {d: _alpha_entry(js) for d, js in sorted(by_dim.items())},
+    report: dict = {"by_dimension": {d: alpha_entry(js) for d, js in sorted(by_dim.items())},
                     "by_group": {}}
     by_group: dict[str, dict[str, list[Judgment]]] = defaultdict(lambda: defaultdict(list))
     for d, js in by_dim.items():
@@ -80,7 +105,7 @@ def agreement_report(judgments: Sequence[Judgment], group_of: Callable[[Judgment
             if g is not None:
                 by_group[g][d].append(j)
     for g, dims in sorted(by_group.items()):
-        report["by_group"][g] = {d: _alpha_entry(js) for d, js in sorted(dims.items())}
+        report["by_group"][g] = {d: alpha_entry(js) for d, js in sorted(dims.items())}
     return report
 
 

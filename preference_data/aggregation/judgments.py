@@ -7,9 +7,7 @@ output pair can point back at the judgments behind it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 
@@ -23,7 +21,7 @@ class Response:
 
 @dataclass(frozen=True)
 class Judgment:
-    """One export row (see INTERFACES.md, "Annotation export format")."""
+    """One export row (the format is in the preference_data.annotation.store docstring)."""
 
     judgment_id: str
     project: str
@@ -36,6 +34,11 @@ class Judgment:
     annotator_id: str
     annotator_attributes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     comment: str = ""
+    kind: str = "judgment"            # "judgment", or "adjudication" (a researcher's final answer)
+    item_kind: str = "regular"        # regular | gold | attention
+    gold: Any = field(default=None, compare=False, hash=False)  # expected value on control items
+    quality: tuple[int, int] | None = None  # the annotator's (correct, total) on gold/attention items
+    messages: tuple = field(default=(), compare=False, hash=False)  # multi-turn prompt, if any
 
     def response(self, response_id: str) -> Response:
         for r in self.responses:
@@ -61,6 +64,9 @@ class JudgmentError(ValueError):
 
 
 def parse_judgment(row: dict[str, Any]) -> Judgment:
+    if not isinstance(row, dict):
+        raise JudgmentError(f"a judgment row must be a JSON object, got {type(row).__name__}; "
+                            "pass the output of `prefdisco annotate export`")
     jid = str(row.get("judgment_id", "?"))
     try:
         responses = tuple(Response(str(r["response_id"]), str(r.get("text", "")), str(r.get("model") or ""),
@@ -71,8 +77,11 @@ def parse_judgment(row: dict[str, Any]) -> Judgment:
                      annotator_id=str(row["annotator_id"]),
                      annotator_attributes={str(k): str(v) for k, v in
                                            (row.get("annotator_attributes") or {}).items()},
-                     comment=str(row.get("comment") or ""))
-    except (KeyError, TypeError) as exc:
+                     comment=str(row.get("comment") or ""), kind=str(row.get("kind") or "judgment"),
+                     item_kind=str(row.get("item_kind") or "regular"), gold=row.get("gold"),
+                     quality=_quality(row.get("annotator_quality")),
+                     messages=tuple(dict(m) for m in row.get("messages") or ()))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise JudgmentError(f"judgment {jid}: missing or malformed field {exc}") from None
     ids = {r.response_id for r in j.responses}
     if j.scale == "pairwise" and j.value not in ids:
@@ -87,19 +96,16 @@ def parse_judgment(row: dict[str, Any]) -> Judgment:
     return j
 
 
+def _quality(q: Any) -> tuple[int, int] | None:
+    """The annotator's (correct, total) control answers, when there is at least one."""
+    if isinstance(q, dict) and q.get("total"):
+        return int(q["correct"]), int(q["total"])
+    return None
+
+
 def parse_judgments(rows: Iterable[dict[str, Any]], project: str | None = None) -> list[Judgment]:
     out = [parse_judgment(r) for r in rows]
     return [j for j in out if project is None or j.project == project]
-
-
-def read_judgment_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Read an export file (JSONL or parquet). Uses the annotation store's reader when present."""
-    path = Path(path)
-    try:
-        from preference_data.annotation.store import read_judgments
-        return read_judgments(path)
-    except ImportError:  # pragma: no cover - annotation package absent
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def comparisons(j: Judgment) -> list[Comparison]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -150,3 +150,32 @@ def compute_weights(method: str, judgment_ids: list[str], attrs: list[Mapping[st
     if method == "poststrat":
         return poststratify(judgment_ids, attrs, targets)
     return rake(judgment_ids, attrs, targets)
+
+
+def check_population_shares(shares: Any, where: str = "population_shares",
+                            declared: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, float]]:
+    """attribute -> {value: share}, shares non-negative numbers summing to 1 per attribute.
+
+    ``declared`` (attribute -> allowed values, empty = any) restricts the names; ValueError names
+    the problem and the fix."""
+    def check(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ValueError(msg)
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    check(isinstance(shares, dict), f"{where} must map attribute -> {{value: share}}")
+    out: dict[str, dict[str, float]] = {}
+    for attr, dist in shares.items():
+        if declared is not None:
+            check(attr in declared, f"{where} names unknown attribute {attr!r}; declared: {sorted(declared)}")
+        check(isinstance(dist, dict) and bool(dist) and all(number(v) and v >= 0 for v in dist.values()),
+              f"{where}.{attr} must map values to non-negative numbers")
+        total = sum(float(v) for v in dist.values())
+        check(abs(total - 1.0) < 1e-6, f"{where}.{attr} must sum to 1 (got {total:g}); give every value its share")
+        if declared is not None and declared[attr]:
+            unknown = sorted(set(map(str, dist)) - set(declared[attr]))
+            check(not unknown, f"{where}.{attr} names values {unknown} not declared for {attr!r}")
+        out[str(attr)] = {str(k): float(v) for k, v in dist.items()}
+    return out

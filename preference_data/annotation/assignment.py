@@ -4,6 +4,10 @@ An item's k slots are counted as submitted judgments plus open leases (an item s
 annotator and not yet answered, younger than `lease_minutes`). An item leaves every queue once it
 has k submissions. A quota reserves slots per item for a group (an attribute value), so an
 annotator from a large group cannot take the last slots a small group still needs.
+
+Control items (gold / attention checks) sit outside the k slots: every annotator gets each one
+once, first as a qualification step when the spec asks for one, then one per `control_every`
+regular items. A per-annotator cap stops the regular items, never the control ones in progress.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from preference_data.annotation.models import Annotator, Assignment, Item, Project, utcnow
+from preference_data.annotation.models import Annotator, Assignment, Item, Judgment, Project, utcnow
 from preference_data.annotation.spec import ProjectSpec
 from preference_data.annotation.store import as_utc
 
@@ -61,7 +65,9 @@ def slot_counts(s: Session, project: Project, spec: ProjectSpec, now: datetime) 
     rows = s.execute(select(Assignment.item_id, Assignment.status, Assignment.shown_at,
                             Annotator.attributes)
                      .join(Annotator, Annotator.id == Assignment.annotator_id)
-                     .where(Annotator.project_id == project.id, Assignment.status != "skipped"))
+                     .join(Item, Item.id == Assignment.item_id)
+                     .where(Annotator.project_id == project.id, Assignment.status != "skipped",
+                            Item.kind == "regular"))
     attr = spec.quotas.attribute
     for item_id, status, shown_at, attrs in rows:
         c = counts[item_id]
@@ -83,22 +89,99 @@ def current_assignment(s: Session, annotator: Annotator) -> Assignment | None:
                     .order_by(Assignment.shown_at).limit(1))
 
 
+@dataclass
+class AnnotatorState:
+    """Where one annotator stands: counts, qualification and cap."""
+
+    regular_done: int = 0
+    control_done: int = 0                # control items submitted
+    control_correct: int = 0             # ... answered as expected on every gold dimension
+    qualification_done: int = 0          # control items counted towards qualification
+    qualification_correct: int = 0
+    qualified: bool | None = None        # None: not decided yet (or no qualification step)
+    cap: int | None = None
+    pending_controls: list[str] = field(default_factory=list)
+
+    @property
+    def cap_reached(self) -> bool:
+        return self.cap is not None and self.regular_done >= self.cap
+
+
+def annotator_state(s: Session, project: Project, spec: ProjectSpec, annotator: Annotator) -> AnnotatorState:
+    st = AnnotatorState(cap=annotator.max_items if annotator.max_items is not None
+                        else spec.max_items_per_annotator)
+    controls = s.scalars(select(Item.id).where(Item.project_id == project.id, Item.kind != "regular")
+                         .order_by(Item.created_at, Item.id)).all()
+    q = spec.quality.qualification_items
+    if not controls and st.cap is None:  # the common case needs no per-annotator counts
+        st.qualified = True if q > 0 else None
+        return st
+    mine = s.execute(select(Assignment.item_id, Assignment.status, Assignment.finished_at, Item.kind)
+                     .join(Item, Item.id == Assignment.item_id)
+                     .where(Assignment.annotator_id == annotator.id)).all()
+    touched = {i for i, *_ in mine}
+    st.regular_done = sum(1 for _, status, _, kind in mine if status == "submitted" and kind == "regular")
+    # correctness per control submission: every gold dimension answered as expected
+    verdicts: dict[str, bool] = {}
+    for item_id, ok in s.execute(select(Judgment.item_id, Judgment.correct)
+                                 .where(Judgment.annotator_id == annotator.id, Judgment.correct.is_not(None))):
+        verdicts[item_id] = verdicts.get(item_id, True) and bool(ok)
+    done_controls = sorted(((fin, i) for i, status, fin, kind in mine
+                            if status == "submitted" and kind != "regular"), key=lambda x: (str(x[0]), x[1]))
+    st.control_done = len(done_controls)
+    st.control_correct = sum(bool(verdicts.get(i)) for _, i in done_controls)
+    first = done_controls[:q]
+    st.qualification_done = len(first)
+    st.qualification_correct = sum(bool(verdicts.get(i)) for _, i in first)
+    st.pending_controls = [i for i in controls if i not in touched]
+    if q > 0 and (st.qualification_done >= q or not st.pending_controls):
+        st.qualified = (st.qualification_done == 0  # no control items imported: nothing to pass
+                        or st.qualification_correct / st.qualification_done
+                        >= spec.quality.qualification_min_score - 1e-12)
+    return st
+
+
+def _lease(s: Session, annotator: Annotator, item_id: str, now: datetime, rng: random.Random) -> Assignment | None:
+    item = s.get(Item, item_id)
+    assert item is not None
+    order = [r.id for r in item.responses]
+    rng.shuffle(order)
+    asg = Assignment(item_id=item.id, annotator_id=annotator.id, status="assigned",
+                     display_order=order, shown_at=now)
+    s.add(asg)
+    try:
+        s.commit()
+    except IntegrityError:  # same annotator in two tabs raced us; use the row that won
+        s.rollback()
+        return current_assignment(s, annotator)
+    return asg
+
+
 def next_assignment(s: Session, project: Project, spec: ProjectSpec, annotator: Annotator,
                     rng: random.Random | None = None) -> Assignment | None:
-    """Resume the open assignment or lease a new item; None when nothing is left for this person."""
+    """Resume the open assignment or lease a new item; None when nothing is left for this person
+    (queue empty, cap reached, or qualification failed: see `annotator_state`)."""
     rng = rng or random.Random()
     with ASSIGN_LOCK:
         open_one = current_assignment(s, annotator)
         if open_one is not None:
             return open_one
         now = utcnow()
+        st = annotator_state(s, project, spec, annotator)
+        q = spec.quality.qualification_items
+        if q > 0 and st.qualified is None:  # the qualification step: control items first
+            return _lease(s, annotator, st.pending_controls[0], now, rng)
+        if st.qualified is False or st.cap_reached:
+            return None
+        if st.pending_controls and st.control_done * spec.quality.control_every <= st.regular_done:
+            return _lease(s, annotator, st.pending_controls[0], now, rng)
         counts = slot_counts(s, project, spec, now)
         done = set(s.scalars(select(Assignment.item_id)
                              .where(Assignment.annotator_id == annotator.id)))
         group = group_of(annotator, spec)
         quotas = spec.quotas.per_item
         best: tuple[tuple[int, int], str] | None = None
-        for item_id, in s.execute(select(Item.id).where(Item.project_id == project.id)
+        for item_id, in s.execute(select(Item.id).where(Item.project_id == project.id, Item.kind == "regular")
                                   .order_by(Item.created_at, Item.id)):
             if item_id in done:
                 continue
@@ -112,19 +195,7 @@ def next_assignment(s: Session, project: Project, spec: ProjectSpec, annotator: 
                 best = (key, item_id)
         if best is None:
             return None
-        item = s.get(Item, best[1])
-        assert item is not None
-        order = [r.id for r in item.responses]
-        rng.shuffle(order)
-        asg = Assignment(item_id=item.id, annotator_id=annotator.id, status="assigned",
-                         display_order=order, shown_at=now)
-        s.add(asg)
-        try:
-            s.commit()
-        except IntegrityError:  # same annotator in two tabs raced us; use the row that won
-            s.rollback()
-            return current_assignment(s, annotator)
-        return asg
+        return _lease(s, annotator, best[1], now, rng)
 
 
 def skip_assignment(s: Session, annotator: Annotator, item_id: str) -> bool:

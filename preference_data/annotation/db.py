@@ -21,9 +21,29 @@ from preference_data.annotation.models import Base
 VERSION_TABLE = "annotation_schema_version"
 
 # version -> step upgrading a database at version-1 to version. Append only; never edit a step.
-# Example of a future step:  2: lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
+# Example of a future step:  3: lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
+def _v2_per_judgment_attributes_and_quality(conn: Connection) -> None:
+    """Attribute snapshots per judgment, control items, crowd joins, adjudications, withdrawal."""
+    columns = {
+        "annotation_projects": ["join_token_hash VARCHAR(64)", "base_url VARCHAR(500)"],
+        "annotation_items": ["kind VARCHAR(20) DEFAULT 'regular' NOT NULL", "gold JSON", "messages JSON"],
+        "annotation_annotators": ["preset_keys JSON", "max_items INTEGER", "external_id VARCHAR(200)",
+                                  "withdrawn_at " + ("TIMESTAMP WITH TIME ZONE"
+                                                     if conn.dialect.name == "postgresql" else "TIMESTAMP")],
+        "annotation_judgments": ["annotator_attributes JSON", "correct BOOLEAN"],
+    }
+    for table, cols in columns.items():
+        for col in cols:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {col}"))
+    Base.metadata.create_all(conn)  # the new adjudications table
+    # Before v2 every judgment was labelled with the annotator's current attributes: freeze those.
+    conn.execute(text("UPDATE annotation_judgments SET annotator_attributes = (SELECT a.attributes "
+                      "FROM annotation_annotators a WHERE a.id = annotation_judgments.annotator_id)"))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: lambda conn: Base.metadata.create_all(conn),
+    2: _v2_per_judgment_attributes_and_quality,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

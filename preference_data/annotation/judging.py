@@ -93,6 +93,13 @@ def validate_value(d: Dimension, response_ids: list[str], value: Any) -> Any:
     return value
 
 
+def matches_gold(expected: Any, value: Any) -> bool:
+    """Pairwise: the same response. Ranking: the same best response (the rest is taste)."""
+    if isinstance(expected, list):
+        return isinstance(value, list) and bool(value) and value[0] == expected[0]
+    return value == expected
+
+
 def record_submission(s: Session, project: Project, annotator: Annotator, item_id: str,
                       answers: dict[str, Any], comment: str = "",
                       client_time_s: float | None = None) -> list[Judgment]:
@@ -136,9 +143,14 @@ def record_submission(s: Session, project: Project, annotator: Annotator, item_i
                             .values(status="submitted", finished_at=now)).rowcount
         if flipped != 1:
             raise SubmissionError(409, "you already submitted this item; duplicate refused")
+        gold = item.gold or {}  # type: ignore[union-attr]
+        names = {d.id: d.name for d in dims.values()}
+        snapshot = dict(annotator.attributes or {})  # frozen: later edits never relabel this judgment
         judgments = [Judgment(assignment_id=asg.id, item_id=item_id, annotator_id=annotator.id,
                               dimension_id=dim_id, value=v, comment=comment, created_at=now,
-                              time_spent_s=round(spent, 3)) for dim_id, v in values.items()]
+                              time_spent_s=round(spent, 3), annotator_attributes=snapshot,
+                              correct=matches_gold(gold[names[dim_id]], v) if names[dim_id] in gold else None)
+                     for dim_id, v in values.items()]
         s.add_all(judgments)
         s.commit()
     except IntegrityError:

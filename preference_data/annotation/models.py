@@ -37,6 +37,9 @@ class Project(Base):
     overlap: Mapped[int] = mapped_column(Integer, default=3)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the resolved spec, for provenance
     admin_token_hash: Mapped[str] = mapped_column(String(64))
+    # sha256 of the shared join link token for crowd platforms (None: no join link)
+    join_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    base_url: Mapped[str | None] = mapped_column(String(500), nullable=True)  # where `serve` answers
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     dimensions: Mapped[list[Dimension]] = relationship(order_by="Dimension.position",
                                                        back_populates="project")
@@ -65,6 +68,9 @@ class Item(Base):
     prompt: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))  # re-importing the same item is a no-op
     source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # where it was imported from
+    kind: Mapped[str] = mapped_column(String(20), default="regular")  # regular | gold | attention
+    gold: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # dimension -> expected value
+    messages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)  # multi-turn prompt
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     responses: Mapped[list[Response]] = relationship(order_by="Response.position",
                                                      back_populates="item")
@@ -87,6 +93,10 @@ class Annotator(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("annotation_projects.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the link token
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    preset_keys: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # set by the researcher
+    max_items: Mapped[int | None] = mapped_column(Integer, nullable=True)  # per-annotator cap override
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)  # e.g. a Prolific PID
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     consent: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -121,3 +131,19 @@ class Judgment(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     time_spent_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # The annotator's attributes when this judgment was made: later edits never relabel it.
+    annotator_attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # control items only
+
+
+class Adjudication(Base):
+    """A researcher's final answer for a disputed (item, dimension): the preferred response."""
+
+    __tablename__ = "annotation_adjudications"
+    __table_args__ = (UniqueConstraint("item_id", "dimension_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("annotation_items.id"), index=True)
+    dimension_id: Mapped[int] = mapped_column(ForeignKey("annotation_dimensions.id"))
+    chosen_response_id: Mapped[str] = mapped_column(String(40))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -73,7 +73,7 @@ def test_alpha_from_judgments_matches_hand_computation() -> None:
             k += 1
     js = parse_judgments(rows)
     m, level, annotators, units = reliability_matrix(js)
-    assert level == "nominal" and m.shape == (4, 15)
+    assert level == "nominal" and m.shape == (4, 30)  # each item: both orientations of its pair
     report = agreement_report(js, lambda j: j.annotator_attributes["region"])
     expected = hand_alpha(m, "nominal")
     assert report["by_dimension"]["overall"]["alpha"] == pytest.approx(expected, abs=1e-4)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from preference_data.aggregation import (AggregationConfig, aggregate, load_judgments,
-                                         load_population_shares, read_pairs, write_pairs)
+from preference_data.aggregation import AggregationConfig, aggregate, read_pairs, write_pairs
+from preference_data.annotation.sources import load_judgments, load_population_shares
 from preference_data.annotation import demo as annotation
 
 
@@ -54,7 +54,7 @@ def _train_one_run(pairs: list[dict], steps: int = 15) -> tuple[float, float, fl
     from candidate_losses import get_loss
     from evaluators.lm import ModelConfig, Vocab, build_model, response_logps
     from evaluators.training import train_preference
-    from preference_data.weighting import condition_on_dimension, example_scales
+    from evaluators.granular import condition_on_dimension, example_scales
 
     torch.manual_seed(0)
     prompts = [condition_on_dimension(p["prompt"], p["dimension"])[-24:].rjust(24) for p in pairs]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from preference_data.weighting import condition_on_dimension, group_mean_losses, group_robust_step
+from evaluators.granular import condition_on_dimension, group_mean_losses, group_robust_step
 
 
 def test_dimension_conditioning() -> None:
@@ -66,7 +66,7 @@ def test_grpo_minimises_worst_group_on_a_toy_problem() -> None:
 
 
 def test_example_scales_reproduce_the_reductions_through_a_plain_mean() -> None:
-    from preference_data.weighting import example_scales
+    from evaluators.granular import example_scales
     losses = torch.tensor([1.0, 2.0, 4.0, 8.0])
     w = torch.tensor([1.0, 0.5, 2.0, 0.5])
     assert (example_scales(None, weights=w) * losses).mean().item() == pytest.approx(float((w * losses).sum() / w.sum()))

@@ -71,7 +71,8 @@ def test_consent_is_required_before_any_item(tmp_path: Path) -> None:
     assert r.status_code == 303
     with session_factory(url)() as s:
         a = s.get(Annotator, demo.annotator_ids[0])
-        assert a.consent and a.attributes == {"region": "south", "age_band": "30-49"}
+        # region was preset by the researcher (north): a self-description never overwrites it
+        assert a.consent and a.attributes == {"region": "north", "age_band": "30-49"}
 
 
 def test_invalid_submissions_are_refused_and_store_nothing(demo_app) -> None:

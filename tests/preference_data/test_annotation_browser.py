@@ -38,8 +38,8 @@ def test_annotator_session_in_chromium(tmp_path: Path, browser) -> None:
     url = f"sqlite:///{tmp_path}/a.db"
     demo = build_demo_project(url, tmp_path, n_items=4, n_annotators=1, n_responses=3, consent=False,
                               attributes=[{}])
-    shots = ROOT / "artifacts" / "annotation"
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
     # pages replace each other under the waits; a stale element just means "look again"
     wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     expected_pairwise: dict[str, str] = {}
@@ -60,7 +60,9 @@ def test_annotator_session_in_chromium(tmp_path: Path, browser) -> None:
                 "data-response-id")
             for pos in (1, 2, 3):
                 browser.find_element(By.ID, f"likert-politeness-{pos}-{pos + 1}").click()
-                Select(browser.find_element(By.ID, f"rank-overall-{pos}")).select_by_value(str(4 - pos))
+            # keyboard-accessible ranking: move the third response to the top, then the second up
+            for button in ("rank-up-overall-3", "rank-up-overall-3", "rank-up-overall-2"):
+                browser.find_element(By.ID, button).click()
             browser.find_element(By.ID, "text-reason").send_keys(f"clearer, item {n}")
             browser.find_element(By.ID, "comment").send_keys("browser test")
             if n == 0:

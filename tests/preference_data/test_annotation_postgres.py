@@ -36,3 +36,9 @@ def test_session_on_postgres(pg_url: str, tmp_path: Path) -> None:
     assert len(rows) == 8 and {r["annotator_id"] for r in rows} == set(demo.annotator_ids)
     assert client.get(f"/admin/{demo.admin_token}").status_code == 200
     dispose_engine(pg_url)
+
+
+@pytest.mark.timeout(180)
+def test_v1_database_upgrades_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    from tests.preference_data.test_annotation_store import check_v1_upgrade
+    check_v1_upgrade(pg_url, tmp_path)

@@ -33,7 +33,15 @@ def test_example_spec_loads() -> None:
     ({"overlap": 0}, "overlap"),
     ({"population_shares": {"region": {"north": 0.7, "south": 0.7}}}, "sum to 1"),
     ({"quotas": {"attribute": "region", "per_item": {"south": 5}}}, "more slots than overlap"),
-    ({"colour": "red"}, "unknown project spec keys"),
+    ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+    # accepted (or a traceback) before: each must now be refused by name
+    ({"overlap": "three"}, "overlap: expected int"),
+    ({"lease_minutes": -5}, "lease_minutes must be > 0"),
+    ({"token_ttl_days": -1}, "token_ttl_days must be > 0"),
+    ({"quotas": {"attribute": "region", "per_item": {"south": -1}}}, "whole numbers >= 0"),
+    ({"attributes": [{"name": "region", "values": ["north", "north"]}]}, "more than once"),
+    ({"population_shares": {"region": {"north": 0.7}}}, "sum to 1"),
+    ({"max_items_per_annotator": 0}, "max_items_per_annotator"),
 ])
 def test_bad_spec_names_the_problem(patch: dict, fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
@@ -130,12 +138,59 @@ def test_pending_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.Monkey
     build_demo_project(url, tmp_path, n_items=3, n_annotators=1)
     annot_db.dispose_engine(url)
     steps = dict(annot_db.MIGRATIONS)
-    steps[2] = lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
+    current = annot_db.SCHEMA_VERSION
+    steps[current + 1] = lambda c: c.execute(text("ALTER TABLE annotation_items ADD COLUMN tags TEXT"))
     monkeypatch.setattr(annot_db, "MIGRATIONS", steps)
-    monkeypatch.setattr(annot_db, "SCHEMA_VERSION", 2)
-    assert annot_db.migrate(create_engine(url)) == 1
+    monkeypatch.setattr(annot_db, "SCHEMA_VERSION", current + 1)
+    assert annot_db.migrate(create_engine(url)) == current
     engine = create_engine(url)
     assert "tags" in {c["name"] for c in inspect(engine).get_columns("annotation_items")}
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM annotation_items")).scalar() == 3
-        assert annot_db.current_version(conn) == 2
+        assert annot_db.current_version(conn) == current + 1
+
+
+def test_v1_database_upgrades_to_per_judgment_attributes(tmp_path: Path) -> None:
+    check_v1_upgrade(f"sqlite:///{tmp_path}/a.db", tmp_path)
+
+
+def check_v1_upgrade(url: str, tmp_path: Path) -> None:
+    """A database written before judgments carried attribute snapshots (schema v1) is upgraded in
+    place: new columns and tables appear, every judgment is labelled with the attributes its
+    annotator had at upgrade time, and nothing is lost. (Also run on PostgreSQL.)"""
+    import random as _random
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from preference_data.annotation.app import create_app
+    from preference_data.annotation.demo import random_answers
+    from preference_data.annotation.models import Judgment
+    demo = build_demo_project(url, tmp_path, n_items=2, n_annotators=2)
+    client = TestClient(create_app(url, "demo"))
+    for token in demo.annotator_tokens:
+        item = client.get(f"/api/a/{token}/next").json()["item"]
+        client.post(f"/api/a/{token}/items/{item['item_id']}", json={"answers": random_answers(item, _random.Random(0))})
+    before = export_judgments(url, "demo")
+    annot_db.dispose_engine(url)
+    engine = create_engine(url)
+    v2 = {"annotation_projects": ["join_token_hash", "base_url"], "annotation_items": ["kind", "gold", "messages"],
+          "annotation_annotators": ["preset_keys", "max_items", "external_id", "withdrawn_at"],
+          "annotation_judgments": ["annotator_attributes", "correct"]}
+    with engine.begin() as conn:  # turn it back into a v1 database
+        for table, cols in v2.items():
+            for col in cols:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+        conn.execute(text("DROP TABLE annotation_adjudications"))
+        conn.execute(text(f"UPDATE {annot_db.VERSION_TABLE} SET version = 1"))
+    engine.dispose()
+    assert annot_db.migrate(create_engine(url)) == 1
+    after = export_judgments(url, "demo")
+    assert len(after) == len(before) == 8
+    strip = ("annotator_quality", "item_kind", "gold", "correct", "kind", "messages")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in after] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in before]
+    with annot_db.session_factory(url)() as s:
+        snapshots = s.scalars(select(Judgment.annotator_attributes)).all()
+    assert len(snapshots) == 8 and all(snap["region"] in ("north", "south") for snap in snapshots)
+    annot_db.dispose_engine(url)

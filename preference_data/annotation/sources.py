@@ -7,7 +7,9 @@ from typing import Any
 
 import yaml
 
-from preference_data.aggregation.judgments import Judgment, parse_judgments, read_judgment_rows
+from preference_data.aggregation.judgments import Judgment, parse_judgments
+from preference_data.annotation.db import session_factory
+from preference_data.annotation.store import export_judgments, get_project, project_spec, read_judgments
 
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -36,12 +38,11 @@ def load_judgments(source: str | Path, project: str | None = None) -> list[Judgm
     if url is not None:
         if not name:
             raise ValueError("reading from a database needs --project NAME")
-        from preference_data.annotation.store import export_judgments
         rows: list[dict[str, Any]] = export_judgments(url, name)
     else:
         if not Path(source).is_file():
             raise FileNotFoundError(f"no judgments file {source}")
-        rows = read_judgment_rows(source)
+        rows = read_judgments(source)
     return parse_judgments(rows, name or None)
 
 
@@ -56,7 +57,5 @@ def load_population_shares(project: str | None, source: str | Path | None = None
     url = as_db_url(str(source)) if source is not None else None
     if url is None:
         return {}
-    from preference_data.annotation.db import session_factory
-    from preference_data.annotation.store import get_project, project_spec
     with session_factory(url)() as s:
         return dict(project_spec(get_project(s, project)).population_shares)
