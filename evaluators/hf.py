@@ -118,6 +118,21 @@ def load_preference_dataset(source: str, split: str = "train", config_name: str 
     return dataset
 
 
+def _held_out_rows(dataset, config: HFTierConfig) -> list[int]:
+    """A fifth of the (shuffled) pairs, at most ``eval_size``; with a group column, a fifth of every
+    group's pairs (at least one where a group has two or more), so each group gets a held-out score."""
+    n_eval = min(config.eval_size, max(1, len(dataset) // 5))
+    if config.group_column not in dataset.column_names:
+        return list(range(n_eval))
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(dataset[config.group_column]):
+        by_group.setdefault(g, []).append(i)
+    scale = n_eval / len(dataset)
+    rows = [i for members in by_group.values()
+            for i in members[:max(1 if len(members) > 1 else 0, round(len(members) * scale))]]
+    return sorted(rows)
+
+
 def _train_eval_split(config: HFTierConfig):
     dataset = load_preference_dataset(config.dataset, config.split, config.dataset_config).shuffle(seed=config.seed)
     if config.eval_dataset is not None or config.eval_split is not None:
@@ -126,8 +141,9 @@ def _train_eval_split(config: HFTierConfig):
         held_out = held_out.select(range(min(config.eval_size, len(held_out))))
         train = dataset
     else:
-        n_eval = min(config.eval_size, max(1, len(dataset) // 5))
-        held_out, train = dataset.select(range(n_eval)), dataset.select(range(n_eval, len(dataset)))
+        held_rows = _held_out_rows(dataset, config)
+        held_out = dataset.select(held_rows)
+        train = dataset.select([i for i in range(len(dataset)) if i not in set(held_rows)])
     if config.max_train_examples is not None:
         train = train.select(range(min(config.max_train_examples, len(train))))
     return train, held_out

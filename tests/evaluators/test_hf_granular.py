@@ -6,13 +6,25 @@ from __future__ import annotations
 import pytest
 
 from candidate_losses import get_loss
-from evaluators.hf import HFTierConfig, _granular, run_hf_tier
+from evaluators.hf import HFTierConfig, _granular, _held_out_rows, run_hf_tier
 from tests import tiny_hf
 
 
 def _pairs(n: int) -> list[dict]:
     return [dict(p, group="north" if i % 3 else "south", dimension="tone" if i % 2 else "facts",
                  weight=1.0 + i % 2, provenance={"item_id": str(i)}) for i, p in enumerate(tiny_hf.review_pairs(n))]
+
+
+def test_held_out_split_gives_every_group_pairs() -> None:
+    """A small group is not left out of the held-out split by chance (the per-group report needs it)."""
+    from datasets import Dataset
+    rows = [dict(p, group="minority" if i < 3 else "majority") for i, p in enumerate(tiny_hf.review_pairs(30))]
+    cfg = HFTierConfig(model="m", dataset="d")
+    held = _held_out_rows(Dataset.from_list(rows[::-1]), cfg)  # the minority's three pairs come last
+    groups = [rows[::-1][i]["group"] for i in held]
+    assert groups.count("minority") == 1 and groups.count("majority") == 5
+    assert _held_out_rows(Dataset.from_list([{k: v for k, v in r.items() if k != "group"} for r in rows]), cfg) \
+        == list(range(6))
 
 
 def test_granular_preparation_adds_group_ids_and_conditions_on_dimension(tmp_path) -> None:
