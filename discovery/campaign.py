@@ -40,6 +40,7 @@ from discovery.proposers import Proposal, Proposer, make_proposer
 CONFIG_FILE = "config.resolved.yaml"
 DB_FILE = "campaign.db"
 LOG_FILE = "log.jsonl"
+INFRASTRUCTURE = "infrastructure"  # a failure outside the candidate (sandbox, worker, packages)
 REPAIRABLE = {"extraction", "syntax", "contract", "unsafe", "non_finite", "wrong_shape", "no_gradient",
               "mutates_input"}
 
@@ -83,6 +84,10 @@ class CampaignResult:
     wall_time_s: float
 
 
+class CampaignCannotEvaluate(UserError):
+    """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
+
+
 class Campaign:
     """One campaign directory. Build with `Campaign.create(config, dir)` or `Campaign.resume(dir)`."""
 
@@ -93,23 +98,26 @@ class Campaign:
         self.db = ProgramDatabase(config.database.url or f"sqlite:///{self.out_dir / DB_FILE}")
         self.log = CampaignLog(self.out_dir / LOG_FILE)
         self._own_pool = pool is None
-        if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
-            from discovery.executors import make_executor
-
-            pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
-                                 num_gpus_per_worker=config.num_gpus_per_worker)
-        self.pool = pool
-        self.proposer = proposer or make_proposer(config.proposer)
         cascade_cfg = config.cascade
         if not cascade_cfg.cache_dir:  # resolve here: sandbox workers get a stripped environment
             cascade_cfg = dataclasses.replace(cascade_cfg)
             cascade_cfg.cache_dir = os.environ.get("PREFDISCO_CACHE") or str(Path.home() / ".cache" / "prefdisco")
+        if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
+            from discovery.executors import make_executor
+            from discovery.sandbox import SandboxLimits
+
+            pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
+                                 num_gpus_per_worker=config.num_gpus_per_worker,
+                                 limits=SandboxLimits(cache_dir=cascade_cfg.cache_dir))
+        self.pool = pool
+        self.proposer = proposer or make_proposer(config.proposer)
         self.cascade = Cascade(pool, cascade_cfg, validate=validate)
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
         self._generations = cf.ThreadPoolExecutor(max_workers=config.pipeline_lag + 2, thread_name_prefix="gen")
         self._probed: dict[int, threading.Event] = {}
+        self._baseline_failures: dict[str, StageOutcome] = {}
         self._futures: dict[int, cf.Future] = {}
         self.started = time.time()
 
@@ -155,6 +163,7 @@ class Campaign:
                 self._seed_baselines()
                 self._launch(0)
                 self._wait(0)
+                self._check_baselines()
                 g = 1
                 while True:
                     slots = min(cfg.generation_size, cfg.budget.max_candidates - (g - 1) * cfg.generation_size)
@@ -194,6 +203,16 @@ class Campaign:
                        best_fitness=result.best_fitness, dpo_fitness=result.dpo_fitness,
                        wall_time_s=round(result.wall_time_s, 3))
         return result
+
+    def _check_baselines(self) -> None:
+        """Without a working DPO baseline there is nothing to compare with: stop loudly."""
+        out = next((o for name, o in self._baseline_failures.items() if name.lower() == "dpo"), None)
+        if out is not None:
+            self._stop.set()
+            raise CampaignCannotEvaluate(
+                f"cannot evaluate: the DPO baseline failed its {out.stage} stage "
+                f"[{out.failure_class}]: {' '.join(out.message.split())[:600]} (run `prefdisco "
+                f"evaluate --loss dpo` to see why; resume with `prefdisco run --resume {self.out_dir}`)")
 
     def _wait(self, generation: int) -> None:
         future = self._futures.get(generation)
@@ -321,6 +340,16 @@ class Campaign:
     def _record(self, row: dict[str, Any], out: StageOutcome, updates: dict[str, Any]) -> None:
         if self._stop.is_set():
             return  # results computed while shutting down are dropped, never half-recorded
+        if out.failure_class == INFRASTRUCTURE:  # not the candidate's doing: stop, record nothing
+            self._stop.set()
+            raise CampaignCannotEvaluate(
+                f"cannot evaluate candidates: {row['name']}'s {out.stage} stage failed outside the "
+                f"candidate: {' '.join(out.message.split())[:600]} (fix that, then resume with "
+                f"`prefdisco run --resume {self.out_dir}`)")
+        if not out.ok and row["origin"] == "baseline" and row["name"].lower() == "dpo":
+            self._baseline_failures.setdefault(row["name"], out)  # stop after generation 0;
+            self._stop.set()                                      # unrecorded, so resume retries
+            return
         if not out.ok and row["origin"] != "baseline":
             updates.update(status="failed", failure_class=out.failure_class, error=out.message[:4000])
         if out.metrics:
@@ -392,6 +421,8 @@ class Campaign:
             out = self.cascade.suite("heldout", None if baseline else row["code"], loss_name=row["name"])
             if self._stop.is_set():
                 return
+            if out.failure_class == INFRASTRUCTURE:
+                self._record(row, out, {})  # raises: stop loudly, record nothing
             if self.db.record_stage(row["id"], "heldout", result=out.result, wall_time_s=out.wall_time_s,
                                     updates={"heldout": out.value, "heldout_se": out.value_se,
                                              "metrics": out.metrics}):

@@ -34,6 +34,22 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _options(
+    trusted_code_without_sandbox: bool = typer.Option(
+        False, "--trusted-code-without-sandbox",
+        help="Where no sandbox can be had (no bubblewrap, no Landlock), run candidate code WITHOUT "
+             "isolation instead of refusing. Only for code you trust."),
+) -> None:
+    """Discover preference-optimisation losses with LLMs; evaluate, review and export them."""
+    if trusted_code_without_sandbox:
+        import os
+
+        from discovery.sandbox.limits import TRUSTED_CODE_ENV
+
+        os.environ[TRUSTED_CODE_ENV] = "1"
+
+
 def _register_all() -> None:
     for name in COMMAND_MODULES:
         try:

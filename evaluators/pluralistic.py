@@ -140,6 +140,11 @@ def aggregate_pairs(rows: list[dict[str, Any]], cfg: PluralisticConfig) -> tuple
     return res.pairs, res.report
 
 
+def reference_specs(spec: RunSpec, cache_dir: Any = None) -> list[tuple[Any, int, TinyLMConfig]]:
+    """The cached reference one run needs (built by the parent before the job)."""
+    return [(make_task(spec.task, **spec.task_params), spec.seed, TinyLMConfig.from_dict(spec.config))]
+
+
 def run_pluralistic(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
                     cache_dir: Path, device: str | None = None) -> RunResult:
     from evaluators.tinylm import pick_device

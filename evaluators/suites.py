@@ -22,6 +22,13 @@ TIER_RUNNERS: dict[str, str] = {
     "pluralistic": "evaluators.pluralistic:run_pluralistic",
     "spa": "preference_data.spa.tier:run_spa_tier",   # SPA loop (self-labelled data); issue 7
 }
+# tier name -> "module:function" listing the cached references one RunSpec needs:
+# fn(spec, cache_dir) -> [(task, seed, TinyLMConfig)]. The parent builds them before a job runs.
+TIER_REFERENCES: dict[str, str] = {
+    "tinylm": "evaluators.tinylm:reference_specs",
+    "pluralistic": "evaluators.pluralistic:reference_specs",
+    "spa": "preference_data.spa.tier:reference_specs",
+}
 TIERS = tuple(TIER_RUNNERS)
 CONFIG_SECTIONS = ("model", "sft", "data", "train", "bandit", "pluralistic", "spa")  # per-tier config keys
 

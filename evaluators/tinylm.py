@@ -51,6 +51,11 @@ def reference_and_policy(bundle: dict[str, Any], vocab_size: int, cfg: TinyLMCon
     return reference, policy
 
 
+def reference_specs(spec: RunSpec, cache_dir: Any = None) -> list[tuple[Any, int, TinyLMConfig]]:
+    """The cached reference one run needs (built by the parent before the job)."""
+    return [(make_task(spec.task, **spec.task_params), spec.seed, TinyLMConfig.from_dict(spec.config))]
+
+
 def run_tinylm(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
                cache_dir: Path, device: str | None = None) -> RunResult:
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import importlib
 import io
 import os
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any, Callable
@@ -199,6 +200,7 @@ def run_child(request: dict[str, Any], reply_fd: int, job_dir: str, plan: confin
         fd = _redirect_fds(reply_fd, job_dir)
         os.chdir(job_dir)
         os.environ["HOME"] = os.environ["TMPDIR"] = job_dir
+        tempfile.tempdir = job_dir  # the zygote's imports cached the scratch root
         try:
             confine.confine_child(plan)
         except Exception as exc:  # noqa: BLE001 - never run a job half-confined

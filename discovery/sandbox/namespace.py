@@ -97,12 +97,24 @@ append copy count endswith extend get index insert items join keys lower pop rep
 strip update upper real imag eps tiny resolution
 """.split())
 
+# In-place variants (the probe rejects a loss that mutates its inputs; on its own intermediates
+# they are ordinary arithmetic).
+TENSOR_ATTRIBUTES |= frozenset("""
+abs_ absolute_ acos_ acosh_ add_ addcdiv_ addcmul_ asin_ asinh_ atan2_ atan_ atanh_ ceil_ clamp_
+clamp_max_ clamp_min_ clip_ copy_ cos_ cosh_ cumprod_ cumsum_ detach_ digamma_ div_ divide_ eq_
+erf_ erfc_ erfinv_ exp2_ exp_ expm1_ fill_ floor_ floor_divide_ fmod_ frac_ ge_ greater_ gt_ le_
+lerp_ lgamma_ log10_ log1p_ log2_ log_ logical_and_ logical_not_ logical_or_ logical_xor_ logit_
+lt_ masked_fill_ mul_ multiply_ nan_to_num_ ne_ neg_ negative_ pow_ reciprocal_ relu_ remainder_
+requires_grad_ round_ rsqrt_ sigmoid_ sign_ sin_ sinh_ sqrt_ square_ squeeze_ sub_ subtract_ t_
+tan_ tanh_ transpose_ tril_ triu_ true_divide_ trunc_ unsqueeze_ xlogy_ zero_
+""".split())
+
 # Builtins a loss may call; everything else (open, getattr, type, object, eval...) is absent.
 SAFE_BUILTINS: frozenset[str] = frozenset("""
 abs all any bool dict divmod enumerate filter float format frozenset int isinstance iter len list
 map max min next pow print range repr reversed round set slice sorted str sum tuple zip
 ArithmeticError AssertionError Exception IndexError KeyError NotImplementedError OverflowError
-RuntimeError StopIteration TypeError ValueError ZeroDivisionError
+RuntimeError StopIteration SystemExit TypeError ValueError ZeroDivisionError
 """.split())
 
 # Importable module paths and the facade each binds to.
