@@ -252,7 +252,10 @@ def load_or_build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, cache_
     data = _verified_bytes(path)
     if data is not None:
         return _load(data)
-    if not os.access(path.parent if path.parent.exists() else Path(cache_dir), os.W_OK):
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
         # A read-only cache (inside the sandbox) that nobody prepared: build, use, do not keep.
         log.warning("reference %s is not in the (read-only) cache; building it for this run only",
                     path.name)

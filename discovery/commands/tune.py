@@ -24,8 +24,12 @@ def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{campaign_dir} is not a campaign directory (no config.resolved.yaml)")
     cfg = yaml.safe_load(path.read_text()) or {}
+    from discovery.sandbox import SandboxLimits  # the sandbox reads the campaign's reference cache
+
+    cache_dir = (cfg.get("cascade") or {}).get("cache_dir")
     return {"kind": cfg.get("executor") or "local", "num_workers": int(cfg.get("workers") or 2),
-            "ray_address": cfg.get("ray_address"), "num_gpus_per_worker": float(cfg.get("num_gpus_per_worker") or 0)}
+            "ray_address": cfg.get("ray_address"), "num_gpus_per_worker": float(cfg.get("num_gpus_per_worker") or 0),
+            "limits": SandboxLimits(cache_dir=cache_dir) if cache_dir else None}
 
 
 def register(app: typer.Typer) -> None:

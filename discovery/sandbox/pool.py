@@ -393,9 +393,17 @@ def prepare_job(job: str, kwargs: dict[str, Any], limits: SandboxLimits) -> dict
     """Run the job's trusted parent-side preparation, if it declares one (``prepare_in_parent``:
     e.g. build reference caches, which children may only read, and pin their content hashes)."""
     module_name, _, attr = job.partition(":")
-    fn = getattr(importlib.import_module(module_name), attr, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return kwargs  # not importable here (only in the sandbox): nothing to prepare
+    fn = getattr(module, attr, None)
     prepare = getattr(fn, "prepare_in_parent", None)
     if prepare is None:
         return kwargs
-    return prepare(dict(kwargs), cache_dir=iso_mod.resolve_cache_dir(limits),
-                   gpu=limits.allow_gpu)
+    bound = iso_mod.resolve_cache_dir(limits)
+    wanted = kwargs.get("cache_dir")
+    if wanted and os.path.realpath(wanted) != os.path.realpath(bound):
+        raise ValueError(f"the job's cache_dir {wanted} is not the sandbox's read-only cache "
+                         f"{bound}; build the pool with SandboxLimits(cache_dir={wanted!r})")
+    return prepare(dict(kwargs), cache_dir=bound, gpu=limits.allow_gpu)

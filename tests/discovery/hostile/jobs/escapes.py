@@ -73,7 +73,8 @@ def fork_and_signal(loss_fn: Any = None) -> dict[str, Any]:
 # ---- global state (for the DPO -> poisoner -> DPO tests) -------------------------------------
 
 def poison_globals(loss_fn: Any = None, marker_dir: str = "") -> dict[str, Any]:
-    """Change every piece of process-wide torch/Python state a later job could inherit."""
+    """Change process-wide torch/Python state a later job could inherit, all through public API
+    that leaves module attributes alone (so a check of module attributes sees nothing)."""
     import warnings
 
     import torch
@@ -107,8 +108,6 @@ def poison_globals(loss_fn: Any = None, marker_dir: str = "") -> dict[str, Any]:
         done.append("autocast")
     except Exception:  # noqa: BLE001 - older signature
         pass
-    torch.set_default_dtype(torch.float64)
-    done.append("default_dtype")
     for path in (os.path.join(os.getcwd(), "poison.txt"), os.path.join(marker_dir or "/tmp",
                                                                          "prefdisco-poison.txt")):
         try:
