@@ -3,8 +3,10 @@
 Every probe and job runs in a child forked from a warm zygote (which imported torch and the
 evaluators once), confined, and discarded. This prints what that costs:
 
-* fork-to-ready: from the zygote's fork to the child being confined and about to run the job
+* fork-to-ready: from the zygote's fork to the child being confined and waiting for its request
   (seccomp + Landlock + rlimits included), as measured by the child (target <= 50 ms, 2 cores);
+  the zygote forks the next child right after a reply, so a request normally only waits
+  request-to-start: from its arrival at the zygote until the waiting child starts on it;
 * the round trip of a job that does nothing, and of a trivial job (one DPO call);
 * the warm probe round trip (validation + probe + fingerprint + shape curves);
 
@@ -51,8 +53,12 @@ with SandboxPool(size=1) as pool:
     extra = {}
     if hasattr(pool, "fork_to_ready_s"):
         pool.fork_to_ready_s.clear()
+        pool.request_to_start_s.clear()
+        pool.fork_to_ready_cpu_s.clear()
         extra["noop_ms"] = timed(lambda i: pool.run_job(None, "discovery.sandbox.jobs:noop", {}))
         extra["fork_to_ready_ms"] = [s * 1000 for s in pool.fork_to_ready_s]
+        extra["request_to_start_ms"] = [s * 1000 for s in pool.request_to_start_s]
+        extra["fork_to_ready_cpu_ms"] = [s * 1000 for s in pool.fork_to_ready_cpu_s]
         extra["isolation"] = pool.isolation_report()
 print(json.dumps({"cold_s": cold, "trivial_ms": trivial, "probe_ms": probe, **extra}))
 '''
@@ -109,11 +115,14 @@ def main() -> None:
           f"seccomp {iso.get('seccomp')}):")
     print(f"  cold zygote start + first probe  {new['cold_s']:.2f} s")
     print(f"  fork-to-ready (child-measured)   {summary(new['fork_to_ready_ms'])}  (target <= 50 ms)")
+    print(f"  fork-to-ready, CPU time          {summary(new['fork_to_ready_cpu_ms'])}  (load-independent)")
+    print(f"  request-to-start (waiting child) {summary(new['request_to_start_ms'])}")
     print(f"  no-op job round trip             {summary(new['noop_ms'])}")
     print(f"  trivial job (one DPO call)       {summary(new['trivial_ms'])}")
     print(f"  warm probe round trip            {summary(new['probe_ms'])}  (target < 100 ms + fork)")
     if args.compare_ref:
         with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)  # older sandboxes ran workers as another uid that must read it
             old = measure(checkout(args.compare_ref, Path(tmp)), args.jobs)
         print(f"\nwarm pool of {args.compare_ref} (one long-lived worker serves every job):")
         print(f"  cold worker start + first probe  {old['cold_s']:.2f} s")

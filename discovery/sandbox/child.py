@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -181,41 +182,49 @@ def _run(request: dict[str, Any], facades: dict[str, Any], limits: dict[str, Any
     return answer
 
 
-def _redirect_fds(reply_fd: int, job_dir: str) -> int:
-    """stdin from /dev/null, native stdout/stderr into the job dir, every other fd closed."""
-    os.dup2(reply_fd, 3)
+def _redirect_fds(request_fd: int, reply_fd: int, job_dir: str) -> None:
+    """fd 3: the request, fd 4: the reply; stdin /dev/null; native stdout/stderr into the job
+    dir; every other fd (the zygote's pipes to the parent among them) closed."""
+    request_fd, reply_fd = os.dup(request_fd), os.dup(reply_fd)  # out of the way of 3 and 4
+    os.dup2(request_fd, 3)
+    os.dup2(reply_fd, 4)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     log = os.open(os.path.join(job_dir, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.closerange(4, 1 << 20)
-    return 3
+    os.closerange(5, 1 << 20)
 
 
-def run_child(request: dict[str, Any], reply_fd: int, job_dir: str, plan: confine.ChildPlan,
+def run_child(request_fd: int, reply_fd: int, job_dir: str, plan: confine.ChildPlan,
               facades: dict[str, Any], limits: dict[str, Any]) -> None:
-    """The whole life of a child. Never returns."""
+    """The whole life of a child: confine, wait for one request, answer it, exit. Never returns."""
     try:
-        fd = _redirect_fds(reply_fd, job_dir)
+        _redirect_fds(request_fd, reply_fd, job_dir)
         os.chdir(job_dir)
         os.environ["HOME"] = os.environ["TMPDIR"] = job_dir
         tempfile.tempdir = job_dir  # the zygote's imports cached the scratch root
         try:
             confine.confine_child(plan)
+            problem = ""
         except Exception as exc:  # noqa: BLE001 - never run a job half-confined
-            answer: dict[str, Any] = {
-                "ok": False, "failure_class": "infrastructure",
-                "message": f"the sandbox could not confine the job: {type(exc).__name__}: {exc}"}
+            problem = f"the sandbox could not confine the job: {type(exc).__name__}: {exc}"
+        ready = time.monotonic()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        ready_cpu = usage.ru_utime + usage.ru_stime  # this child's CPU from fork to confined
+        request = wire.recv(3, limit=4 * 1024 * 1024)
+        started = time.monotonic()
+        if problem:
+            answer: dict[str, Any] = {"ok": False, "failure_class": "infrastructure", "message": problem}
         else:
-            ready = time.monotonic()
+            confine.set_cpu_limit(int(request.get("cpu_s") or limits["cpu_time_s"]))
             answer = _run(request, facades, limits, plan)
-            answer["t_ready"] = ready
-        answer["t_done"] = time.monotonic()
+        answer.update(t_ready=ready, t_start=started, t_done=time.monotonic(), cpu_ready=ready_cpu)
         data = wire.encode(wire.sanitize(answer))
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(4, view):]
+        os.close(4)  # the reply is complete now, before this process is torn down
     except BaseException:  # noqa: BLE001
         os._exit(EXIT_NO_REPLY)
     os._exit(0)

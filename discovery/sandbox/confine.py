@@ -50,7 +50,7 @@ class ChildPlan:
     read_paths: list[str]                  # trees readable (and executable) by the child
     device_files: list[str] = field(default_factory=list)  # read/write device nodes
     address_space_mb: int = 4096
-    cpu_s: int = 60
+    cpu_s: int = 60                        # default allowance; a request may set its own
     max_file_mb: int = 256
     max_open_files: int = 256
     landlock: bool = True
@@ -66,9 +66,14 @@ def apply_rlimits(plan: ChildPlan) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (plan.address_space_mb * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (plan.max_file_mb * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (plan.max_open_files,) * 2)
-    # The child is fresh: CPU used so far is the fork's, so the soft limit is the allowance.
+    # RLIMIT_CPU is set once the request (and its allowance) is known: ``set_cpu_limit``.
+
+
+def set_cpu_limit(seconds: int) -> None:
+    """RLIMIT_CPU = CPU used so far + ``seconds`` (SIGXCPU), hard 2 s later (SIGKILL). Set once,
+    before any candidate code runs; without privileges nothing can raise it again."""
     used = resource.getrusage(resource.RUSAGE_SELF)
-    soft = int(used.ru_utime + used.ru_stime + plan.cpu_s) + 1
+    soft = int(used.ru_utime + used.ru_stime + seconds) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 2))
 
 

@@ -191,7 +191,9 @@ class SandboxPool:
         self._logged_notes: set[str] = set()
         self.workers: list[ZygoteProcess | None] = [None] * size
         self.start_times_s: list[float] = []
-        self.fork_to_ready_s: list[float] = []
+        self.fork_to_ready_s: list[float] = []     # per child: fork until confined and waiting
+        self.request_to_start_s: list[float] = []  # per request: arrival until the job starts
+        self.fork_to_ready_cpu_s: list[float] = []  # CPU time of fork + confinement
         self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
                                           name=f"sandbox-slot-{i}") for i in range(size)]
         for thread in self._threads:
@@ -369,9 +371,14 @@ class SandboxPool:
         except (wire.WireError, SchemaError) as exc:
             return failure_result(kind, "unsafe", f"the sandboxed process sent a malformed reply "
                                   f"({exc}); ignored", wall, native)
-        ready = answer.get("t_ready")
-        if isinstance(ready, float) and isinstance(status.get("t_start"), float):
-            self.fork_to_ready_s.append(ready - status["t_start"])
+        times = [answer.get("t_ready"), status.get("t_fork"), answer.get("t_start"),
+                 status.get("t_request")]
+        if all(isinstance(t, float) for t in times):
+            self.fork_to_ready_s.append(times[0] - times[1])      # fork + confinement
+            self.request_to_start_s.append(times[2] - times[3])   # what a request waits for it
+            cpu = [status.get("fork_cpu_s"), answer.get("cpu_ready")]
+            if all(isinstance(c, float) for c in cpu):             # the same in CPU time (load-free)
+                self.fork_to_ready_cpu_s.append(cpu[0] + cpu[1])
         if isinstance(result, JobResult) and native.strip():
             result.stdout_tail = clip(result.stdout_tail + ("\n[native output]\n" + native), 64_000)
         return result

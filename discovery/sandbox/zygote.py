@@ -4,7 +4,9 @@ Started by ``SandboxPool`` (inside bubblewrap where available) as ``python -I -c
 allow-listed environment. It never runs candidate code itself: each request is served by a
 child forked from this warm, untouched state (``child.py``), confined, and gone after its one
 reply. The zygote relays the child's reply bytes unparsed, adds how the child ended (exit code,
-signal, wall-clock or disk-quota kill) and wipes the child's scratch directory.
+signal, wall-clock or disk-quota kill) and wipes the child's scratch directory. The child for
+the next request is forked (and confines itself) as soon as the current one has its request,
+so a request normally finds one waiting: the fork is paid while the previous job runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from discovery.sandbox import confine, wire
@@ -31,6 +34,19 @@ WARM_LOSS = (
     "    h = (policy_chosen_logps - reference_chosen_logps) - "
     "(policy_rejected_logps - reference_rejected_logps)\n"
     "    return -F.logsigmoid(beta * h)\n")
+
+
+@dataclass
+class Spare:
+    """A forked, confined child waiting for its one request."""
+
+    pid: int
+    request_w: int
+    reply_r: int
+    job_dir: str
+    t_fork: float
+    fork_cpu_s: float      # the zygote's CPU time spent in fork()
+    reaped: bool = False
 
 
 def _usage_bytes(root: str) -> int:
@@ -59,6 +75,8 @@ class Zygote:
         self.scratch: str = config["scratch"]
         self.jobs = 0
         self.notes: list[str] = []
+        self.spare: Spare | None = None
+        self.finished: list[Spare] = []
 
     # ---- start-up -------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -75,7 +93,9 @@ class Zygote:
         import torch
 
         torch.set_num_threads(1)
-        import candidate_losses  # noqa: F401  (trusted; loads the contract)
+        import candidate_losses
+
+        candidate_losses.list_losses()  # load the registry (baselines, promoted losses) once
         from discovery.sandbox import namespace, probe
         from discovery.sandbox.validation import validate_source
 
@@ -93,6 +113,7 @@ class Zygote:
             self.notes.append(f"zygote has {threads} threads before forking (expected 1)")
         status, reply = self.run_request({"id": 0, "kind": "selftest", "code": WARM_LOSS,
                                           "validate": True, "timeout_s": 60.0})
+        self.after_reply()
         answer = wire.decode(reply) if reply else {}
         if not answer.get("ok"):
             why = answer.get("message") or f"child ended without a reply ({status})"
@@ -102,48 +123,77 @@ class Zygote:
                 "landlock_abi": confine.landlock_abi() if self.config["landlock"] else 0,
                 "seccomp": bool(self.config["seccomp"]), "threads": threads, "notes": self.notes,
                 "start_s": time.monotonic() - started,
-                "fork_to_ready_s": answer.get("t_ready", 0.0) - status["t_start"]}
+                "fork_to_ready_s": answer.get("t_ready", 0.0) - status["t_fork"]}
 
-    # ---- one request ----------------------------------------------------------------------
-    def _plan(self, job_dir: str, request: dict[str, Any]) -> confine.ChildPlan:
+    # ---- children ---------------------------------------------------------------------------
+    def _plan(self, job_dir: str) -> confine.ChildPlan:
         lim = self.limits
         return confine.ChildPlan(
             scratch=job_dir, read_paths=list(self.config["read_paths"]),
             device_files=list(self.config["device_files"]),
-            address_space_mb=int(lim["address_space_mb"]),
-            cpu_s=int(request.get("cpu_s") or lim["cpu_time_s"]), max_file_mb=int(lim["max_file_mb"]),
-            max_open_files=int(lim["max_open_files"]), landlock=bool(self.config["landlock"]),
-            seccomp_program=self.seccomp_program)
+            address_space_mb=int(lim["address_space_mb"]), cpu_s=int(lim["cpu_time_s"]),
+            max_file_mb=int(lim["max_file_mb"]), max_open_files=int(lim["max_open_files"]),
+            landlock=bool(self.config["landlock"]), seccomp_program=self.seccomp_program)
 
-    def run_request(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def _fork_spare(self) -> Spare:
+        """Fork the child for the *next* request now: it confines itself and waits for one
+        request, so the fork is off the request's critical path."""
         from discovery.sandbox import child
 
         self.jobs += 1
         job_dir = os.path.join(self.scratch, f"job-{self.jobs}")
         os.mkdir(job_dir, 0o700)
-        plan = self._plan(job_dir, request)
-        read_end, write_end = os.pipe()
-        t_start = time.monotonic()
+        plan = self._plan(job_dir)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        t_fork, cpu = time.monotonic(), time.process_time()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             try:
-                os.close(read_end)
-                child.run_child(request, write_end, job_dir, plan, self.facades, self.limits)
+                os.close(req_w)
+                os.close(rep_r)
+                child.run_child(req_r, rep_w, job_dir, plan, self.facades, self.limits)
             finally:
                 os._exit(child.EXIT_NO_REPLY)
-        os.close(write_end)
+        os.close(req_r)
+        os.close(rep_w)
+        return Spare(pid, req_w, rep_r, job_dir, t_fork, time.process_time() - cpu)
+
+    def run_request(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """Hand ``request`` to the waiting child; (how it ended, its raw reply)."""
+        t_request = time.monotonic()
+        spare, self.spare = self.spare or self._fork_spare(), None
         try:
-            status, reply = self._collect(pid, read_end, t_start, float(request["timeout_s"]), job_dir)
+            try:
+                wire.send(spare.request_w, request)
+            except OSError:
+                pass  # the child is already gone: its exit status says why
+            finally:
+                os.close(spare.request_w)
+            self.spare = self._fork_spare()  # the next one gets ready while this one works
+            status, reply = self._collect(spare, t_request, float(request["timeout_s"]))
         finally:
-            os.close(read_end)
-        status.update(type="done", id=request.get("id"), t_start=t_start,
-                      native_tail=self._native_tail(job_dir))
-        self._wipe_scratch()
+            os.close(spare.reply_r)
+            self.finished.append(spare)
+        status.update(type="done", id=request.get("id"), t_request=t_request, t_fork=spare.t_fork,
+                      fork_cpu_s=spare.fork_cpu_s,
+                      native_tail=self._native_tail(spare.job_dir))
         return status, reply
 
-    def _collect(self, pid: int, fd: int, t_start: float, timeout_s: float, job_dir: str
+    def after_reply(self) -> None:
+        """Off the critical path: reap finished children, wipe everything in the scratch dir
+        but the waiting child's own directory."""
+        for spare in self.finished:
+            if not spare.reaped:
+                self._reap(spare.pid, time.monotonic() + 5.0)
+        self.finished.clear()
+        if self.spare is None:
+            self.spare = self._fork_spare()
+        self._wipe_scratch(keep=os.path.basename(self.spare.job_dir))
+
+    def _collect(self, spare: Spare, t_request: float, timeout_s: float
                  ) -> tuple[dict[str, Any], bytes]:
-        deadline = t_start + timeout_s
+        fd, deadline = spare.reply_r, t_request + timeout_s
         quota = int(self.limits["private_dir_mb"]) * 1024 * 1024
         poll_quota = self.config["mode"] != "bwrap"  # bubblewrap's scratch is a sized tmpfs
         reply = bytearray()
@@ -164,10 +214,13 @@ class Zygote:
                     break
                 else:
                     reply.extend(chunk)
-            if poll_quota and _usage_bytes(job_dir) > quota:
+            if poll_quota and _usage_bytes(spare.job_dir) > quota:
                 flags["quota_exceeded"] = True
                 break
-        exit_code, sig = self._reap(pid, deadline if eof else 0.0)
+        exit_code = sig = None
+        if not eof or not reply:  # killed, or ended without a reply: how it ended matters
+            exit_code, sig = self._reap(spare.pid, deadline if eof else 0.0)
+            spare.reaped = True
         return {"exit_code": exit_code, "signal": sig, **flags}, bytes(reply)
 
     @staticmethod
@@ -199,8 +252,10 @@ class Zygote:
         except OSError:
             return ""
 
-    def _wipe_scratch(self) -> None:
+    def _wipe_scratch(self, keep: str) -> None:
         for entry in os.listdir(self.scratch):
+            if entry == keep:
+                continue
             path = os.path.join(self.scratch, entry)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -222,6 +277,7 @@ class Zygote:
             status, reply = self.run_request(request)
             wire.send(self.out_fd, status)
             wire.send_bytes(self.out_fd, reply)
+            self.after_reply()
 
 
 def main(argv: list[str]) -> None:
