@@ -135,7 +135,9 @@ def _bwrap_command(iso: Isolation, limits: SandboxLimits, argv: list[str]) -> tu
                 cmd += ["--perms", "0755", "--dir", parent]
                 made.add(parent)
         cmd += ["--ro-bind", path, path]
-    cmd += ["--remount-ro", "/tmp", "--chdir", SCRATCH, "--"]
+    for mask in iso.masks:  # the masks hold mount points only: nothing to write there
+        cmd += ["--remount-ro", mask]
+    cmd += ["--chdir", SCRATCH, "--"]
     return cmd + argv, []
 
 
