@@ -67,6 +67,20 @@ def _usage_bytes(root: str) -> int:
     return total
 
 
+def _warm_training() -> None:
+    """The first optimizer step imports torch._dynamo, sympy and more (~2 s): pay it here,
+    once, instead of in every child."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(4))
+    for opt in (torch.optim.AdamW([param], lr=1e-3), torch.optim.Adam([param], lr=1e-3),
+                torch.optim.SGD([param], lr=1e-3)):
+        (param * torch.linspace(0, 1, 4)).sum().backward()
+        torch.nn.utils.clip_grad_norm_([param], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 class Zygote:
     def __init__(self, in_fd: int, out_fd: int, config: dict[str, Any]) -> None:
         self.in_fd, self.out_fd = in_fd, out_fd
@@ -104,6 +118,7 @@ class Zygote:
                 importlib.import_module(module)
             except ImportError as exc:
                 self.notes.append(f"warm import {module} failed: {exc}")
+        _warm_training()
         self.facades = namespace.build_facades()
         self.seccomp_program = confine.build_seccomp_program() if self.config["seccomp"] else b""
         validate_source(WARM_LOSS)  # warm the validator, the loader, autograd and the probe
