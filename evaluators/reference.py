@@ -2,21 +2,31 @@
 from it that does not depend on the candidate loss: sampled preference pairs with their gold
 rewards and reference log-probs, held-out pairs, evaluation prompts with reference samples.
 
-Built once and cached as one file under ``<cache_dir>/tinylm/``; the write is atomic (tmp file
-+ ``os.replace``), so concurrent sandbox workers may race to build it and both stay correct.
+Built once and cached as one file under ``<cache_dir>/tinylm/`` with its SHA-256 beside it
+(``<file>.sha256``). Only trusted processes write the cache: the campaign's parent process builds
+what a job will need before the job starts (``prepare_references``, called from a job's
+``prepare_in_parent``) and hands the job the content hashes; the sandbox sees the cache
+read-only. Every load checks the bytes against the expected hash (the parent's, else the
+sidecar's) and rebuilds on a mismatch, so a corrupted or replaced file is never trained on.
+Writes are atomic (tmp file + ``os.replace``) and serialised by a lock file.
 Labels are NOT cached: label noise is a per-run parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import io
 import json
+import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -26,7 +36,12 @@ from evaluators.tasks import TextTask
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import run_seed
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: content hashes beside each bundle; parent-only writes
+HASH_SUFFIX = ".sha256"
+log = logging.getLogger("evaluators.reference")
+_expected_hashes: dict[str, str] = {}   # file name -> sha256, handed over by a trusted parent
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
 
 
 def cache_key(task: TextTask, seed: int, cfg: TinyLMConfig, device: str) -> str:
@@ -139,23 +154,130 @@ def build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, device: str) -
     return bundle
 
 
+def reference_path(task: TextTask, seed: int, cfg: TinyLMConfig, cache_dir: Path | str,
+                   device: str) -> Path:
+    return Path(cache_dir) / "tinylm" / f"{task.name}-s{seed}-{cache_key(task, seed, cfg, device)}.pt"
+
+
+def trust_hashes(hashes: dict[str, str]) -> None:
+    """Content hashes a trusted parent computed for the bundles this process will load."""
+    _expected_hashes.update({str(k): str(v) for k, v in hashes.items()})
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def _verified_bytes(path: Path) -> bytes | None:
+    """The bundle's bytes if they match the expected hash (parent's, else the sidecar's)."""
+    expected = _expected_hashes.get(path.name)
+    try:
+        if expected is None:
+            expected = _sidecar(path).read_text().strip()
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if _sha256(data) != expected:
+        log.warning("reference cache %s does not match its content hash; rebuilding it", path)
+        return None
+    return data
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _write(path: Path, bundle: dict[str, Any]) -> str:
+    """Write bundle + sidecar atomically (readable by the sandbox's uid); return the hash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o755)
+    buffer = io.BytesIO()
+    torch.save(bundle, buffer)
+    data = buffer.getvalue()
+    digest = _sha256(data)
+    for target, payload in ((_sidecar(path), digest.encode()), (path, data)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=target.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return digest
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """One builder per bundle: a thread lock here, a file lock across processes."""
+    with _locks_guard:
+        lock = _locks.setdefault(str(path), threading.Lock())
+    with lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_reference(task: TextTask, seed: int, cfg: TinyLMConfig, cache_dir: Path | str,
+                     device: str) -> str:
+    """Build and write the bundle unless a verified one exists (trusted callers); its sha256."""
+    path = reference_path(task, seed, cfg, cache_dir, device)
+    with _build_lock(path):
+        data = _verified_bytes(path)
+        if data is not None:
+            return _sha256(data)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the sandbox: the same bundle wherever it is built
+        try:
+            return _write(path, build_reference(task, seed, cfg, device))
+        finally:
+            torch.set_num_threads(threads)
+
+
 def load_or_build_reference(task: TextTask, seed: int, cfg: TinyLMConfig, cache_dir: Path,
                             device: str) -> dict[str, Any]:
-    path = Path(cache_dir) / "tinylm" / f"{task.name}-s{seed}-{cache_key(task, seed, cfg, device)}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a truncated file from a killed older version: rebuild it
-            pass
-    bundle = build_reference(task, seed, cfg, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(bundle, tmp)
-        os.chmod(tmp, 0o644)  # readable by sandbox workers running under another uid
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return bundle
+    path = reference_path(task, seed, cfg, cache_dir, device)
+    data = _verified_bytes(path)
+    if data is not None:
+        return _load(data)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        # A read-only cache (inside the sandbox) that nobody prepared: build, use, do not keep.
+        log.warning("reference %s is not in the (read-only) cache; building it for this run only",
+                    path.name)
+        return build_reference(task, seed, cfg, device)
+    ensure_reference(task, seed, cfg, cache_dir, device)
+    data = _verified_bytes(path)
+    if data is None:
+        raise RuntimeError(f"reference cache {path} changed while it was being written")
+    return _load(data)
+
+
+def prepare_references(suite: Any, cache_dir: Path | str, device: str) -> dict[str, str]:
+    """Build (in this trusted process) every bundle ``suite`` needs; {file name: sha256}.
+
+    Tiers say what they need through their ``Tier.references`` function (``evaluators.tiers``).
+    """
+    from evaluators.tiers import get_tier
+
+    hashes: dict[str, str] = {}
+    for spec in suite.instances():
+        references = get_tier(spec.tier).references_function()
+        if references is None:
+            continue
+        for task, seed, cfg in references(spec, cache_dir):
+            path = reference_path(task, seed, cfg, cache_dir, device)
+            if path.name not in hashes:
+                hashes[path.name] = ensure_reference(task, seed, cfg, cache_dir, device)
+    return hashes

@@ -161,8 +161,9 @@ def list_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A suite by name (``screen``, ``fitness``, ``heldout``...) or by path to a YAML file."""
+def suite_data(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """(YAML mapping, path) of a suite by name or path: what a sandboxed job is handed, since
+    a suite file outside the project may not be visible inside the sandbox."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = SUITES_DIR / f"{name_or_path}.yaml"
@@ -170,4 +171,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise FileNotFoundError(
             f"unknown suite {str(name_or_path)!r}; known suites: {', '.join(list_suites())} "
             "(or give a path to a suite YAML file)")
-    return suite_from_dict(yaml.safe_load(path.read_text()) or {}, path=str(path))
+    return yaml.safe_load(path.read_text()) or {}, str(path)
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A suite by name (``screen``, ``fitness``, ``heldout``...) or by path to a YAML file."""
+    data, path = suite_data(name_or_path)
+    return suite_from_dict(data, path=path)

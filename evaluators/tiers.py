@@ -1,8 +1,11 @@
 """Tiers: how one run of a suite trains a policy with a loss and measures it.
 
 A tier has a name (what a suite group's ``tier:`` says), the config sections a group of that tier
-may carry (any other section is an error when the suite loads), and the function that runs one
-``RunSpec``: ``run(spec, loss_fn, loss_kwargs, cache_dir, device) -> RunResult``.
+may carry (any other section is an error when the suite loads), the function that runs one
+``RunSpec``: ``run(spec, loss_fn, loss_kwargs, cache_dir, device) -> RunResult``, and optionally
+the function listing the cached references a run needs, ``references(spec, cache_dir) ->
+[(task, seed, TinyLMConfig)]``: the trusted parent builds those before a sandboxed job starts,
+because the sandbox sees the cache read-only.
 
 The built-in tiers (``bandit``, ``tinylm``) are declared here. Tiers that live in a higher layer
 (the ``spa`` and ``pluralistic`` tiers need preference data) register themselves through the
@@ -29,17 +32,25 @@ class Tier:
     runner: str
     sections: tuple[str, ...]   # config mappings a suite group of this tier may hold
     description: str = ""
+    references: str | None = None  # "module:function" listing the cached references a run needs
 
     def run_function(self) -> Callable[..., Any]:
-        module, _, attr = self.runner.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _load(self.runner)
+
+    def references_function(self) -> Callable[..., Any] | None:
+        return _load(self.references) if self.references else None
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 BUILTIN_TIERS: dict[str, Tier] = {
     "bandit": Tier("bandit", "evaluators.bandit:run_bandit", ("bandit", "train"),
                    "contextual bandit with exact metrics (screening)"),
     "tinylm": Tier("tinylm", "evaluators.tinylm:run_tinylm", ("model", "sft", "data", "train"),
-                   "tiny GPT-2 on a gold-reward text task"),
+                   "tiny GPT-2 on a gold-reward text task", "evaluators.tinylm:reference_specs"),
 }
 _registered: dict[str, Tier] | None = None
 

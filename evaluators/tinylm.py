@@ -103,6 +103,11 @@ Evaluate = Callable[[PairsRun, torch.Tensor, torch.Tensor, torch.Tensor, list[st
 OnSampleFailure = Callable[[PairsRun, list[str], str], RunResult]
 
 
+def reference_specs(spec: RunSpec, cache_dir: Any = None) -> list[tuple[Any, int, TinyLMConfig]]:
+    """The cached reference one run needs (built by the parent before a sandboxed job)."""
+    return [(make_task(spec.task, **spec.task_params), spec.seed, TinyLMConfig.from_dict(spec.config))]
+
+
 def run_on_pairs(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any], cache_dir: Path,
                  device: str | None, *, label: Label, evaluate: Evaluate, on_sample_failure: OnSampleFailure
                  ) -> RunResult:

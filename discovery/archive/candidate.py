@@ -52,6 +52,7 @@ class FailureClass(StrEnum):
     TIMEOUT = "timeout"
     MEMORY = "memory"
     CRASH = "crash"
+    INFRASTRUCTURE = "infrastructure"  # outside the candidate (sandbox, worker, packages): the campaign stops
 
 
 # Failures a repair prompt can plausibly fix (the code, not the machine, was at fault).

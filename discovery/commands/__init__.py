@@ -32,6 +32,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _options(
+    trusted_code_without_sandbox: bool = typer.Option(
+        False, "--trusted-code-without-sandbox",
+        help="Where no sandbox can be had (no bubblewrap, no Landlock), run candidate code WITHOUT "
+             "isolation instead of refusing. Only for code you trust."),
+) -> None:
+    """Discover preference-optimisation losses with LLMs; evaluate, review and export them."""
+    if trusted_code_without_sandbox:
+        import os
+
+        from discovery.sandbox.limits import TRUSTED_CODE_ENV
+
+        os.environ[TRUSTED_CODE_ENV] = "1"
+
+
 for _name in COMMAND_MODULES:  # a missing verb module is a packaging error: let it raise
     importlib.import_module(f"discovery.commands.{_name}").register(app)
 

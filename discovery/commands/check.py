@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         else:
             with SandboxPool(size=1, limits=SandboxLimits(wall_timeout_s=timeout)) as pool:
                 result = pool.probe(code)
+            if result.failure_class == "infrastructure":  # the sandbox, not the candidate
+                raise UserError(result.message)
             verdict = {"file": str(file), "accepted": result.ok, **result.to_dict(),
                        "validation_errors": []}
         if as_json:

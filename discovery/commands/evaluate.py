@@ -19,10 +19,8 @@ def _evaluate_file(file: Path, suite: str, seeds: int | None, cache_dir: str,
 
     code = file.read_text(encoding="utf-8", errors="replace")
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    limits = SandboxLimits(
-        wall_timeout_s=timeout_s, cpu_time_s=int(timeout_s) + 60, address_space_mb=8192,
-        writable_dirs=(cache_dir,), extra_env={"PREFDISCO_CACHE": cache_dir},
-    )
+    limits = SandboxLimits(wall_timeout_s=timeout_s, cpu_time_s=int(timeout_s) + 60,
+                           address_space_mb=8192, cache_dir=cache_dir)
     kwargs = {"suite": suite, "seeds": seeds, "loss_name": file.stem, "cache_dir": cache_dir,
               **overrides}
     with SandboxPool(size=1, limits=limits) as pool:

@@ -22,9 +22,13 @@ def _executor_settings(campaign_dir: Path) -> dict[str, Any]:
     """The campaign's executor lines (what `prefdisco run` evaluated with)."""
     from discovery.archive.campaign_dir import CampaignDir
 
+    from discovery.sandbox import SandboxLimits  # the sandbox reads the campaign's reference cache
+
     cfg = CampaignDir.open(campaign_dir).config()
+    cache_dir = cfg.cascade.cache_dir
     return {"kind": cfg.executor, "num_workers": cfg.workers, "ray_address": cfg.ray_address,
-            "num_gpus_per_worker": cfg.num_gpus_per_worker}
+            "num_gpus_per_worker": cfg.num_gpus_per_worker,
+            "limits": SandboxLimits(cache_dir=cache_dir) if cache_dir else None}
 
 
 def register(app: typer.Typer) -> None:

@@ -34,7 +34,8 @@ def pinned_limits(limits: Any, device: str | None) -> Any:
     limits = limits or SandboxLimits()
     if device is None:
         return limits
-    return dataclasses.replace(limits, extra_env={**limits.extra_env, "CUDA_VISIBLE_DEVICES": device})
+    return dataclasses.replace(limits, allow_gpu=True,
+                               extra_env={**limits.extra_env, "CUDA_VISIBLE_DEVICES": device})
 
 
 class PoolSlot:

@@ -48,3 +48,8 @@ def write_file(loss_fn: Callable[..., Any] | None, *, path: str) -> dict[str, An
     with open(path, "w") as fh:
         fh.write("written by a trusted sandbox job\n")
     return {"written": path}
+
+
+def noop(loss_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Nothing at all: the round trip of a job is the sandbox's own overhead (benchmarks)."""
+    return {}

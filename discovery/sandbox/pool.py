@@ -1,11 +1,13 @@
-"""SandboxPool: warm, confined worker processes that probe candidates and run trusted jobs.
+"""SandboxPool: warm zygotes that fork one fresh, confined child per probe or job.
 
-One thread per worker slot pulls requests from a shared queue, so a worker that dies or is
-killed on timeout is replaced while queued requests simply wait for the next free slot.
+One thread per slot pulls requests from a shared queue and owns one zygote. Whatever happens in
+a slot (the zygote dies, a reply is malformed, the sandbox cannot start), the request's future
+completes with a classified result; nothing here raises into the caller after construction.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import math
@@ -19,89 +21,89 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
+from discovery.sandbox import isolation as iso_mod
 from discovery.sandbox import wire
-from discovery.sandbox.confine import UID_BASE
-from discovery.sandbox.limits import SandboxLimits, resolve_limits, worker_environment
-from discovery.sandbox.results import FailureClass, JobResult, ProbeResult, failure_value
+from discovery.sandbox.isolation import Isolation, SandboxUnavailable
+from discovery.sandbox.limits import SandboxLimits, worker_environment
+from discovery.sandbox.results import (
+    JobResult,
+    ProbeResult,
+    SchemaError,
+    clip,
+    failure_result,
+    job_result,
+    probe_result,
+)
 from discovery.sandbox.validation import first_error, validate_source
+from discovery.sandbox.zygote import MAX_REPLY_BYTES
 
 log = logging.getLogger("discovery.sandbox")
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 BOOT = ("import sys; sys.path.insert(0, {root!r}); "
-        "from discovery.sandbox.worker import main; main(sys.argv[1:])")
-START_TIMEOUT_S = 180.0
-MAX_MESSAGE_CHARS = 600
+        "from discovery.sandbox.zygote import main; main(sys.argv[1:])")
+START_TIMEOUT_S = 300.0
+GRACE_S = 15.0        # beyond a request's own deadline, for the zygote to report
 _STOP = object()
 
-
-class SandboxUnavailable(RuntimeError):
-    """The pool could not start a worker (not the candidate's fault)."""
+__all__ = ["SandboxPool", "SandboxUnavailable", "ZygoteProcess"]
 
 
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process running as ``uid`` (a worker's private uid: only its own tree)."""
-    if uid < UID_BASE:
-        return
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                owner = next((int(l.split()[1]) for l in fh if l.startswith("Uid:")), -1)
-            if owner == uid:
-                os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
+class ZygoteDied(RuntimeError):
+    """The zygote went away or stopped answering (not the candidate's doing)."""
 
 
-class WorkerProcess:
-    """One confined worker: spawn, send a request with a deadline, kill and clean up."""
+class ZygoteProcess:
+    """One warm zygote: start it inside the boundary, relay requests, kill it."""
 
-    def __init__(self, limits: SandboxLimits) -> None:
-        self.limits = limits
-        self.private_dir = tempfile.mkdtemp(prefix="prefdisco-sbx-")
+    def __init__(self, limits: SandboxLimits, isolation: Isolation) -> None:
+        self.limits, self.isolation = limits, isolation
+        self.host_scratch = None if isolation.scratch else tempfile.mkdtemp(prefix="prefdisco-sbx-")
+        scratch = isolation.scratch or self.host_scratch
         self.log_file = tempfile.TemporaryFile()
         in_r, self.in_w = os.pipe()
         self.out_r, out_w = os.pipe()
+        argv = [sys.executable, "-I", "-c", BOOT.format(root=iso_mod.PROJECT_ROOT),
+                str(in_r), str(out_w)]
         started = time.perf_counter()
-        spawned = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        fds: list[int] = []
         try:
+            cmd, fds = isolation.command(limits, argv)
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", BOOT.format(root=PROJECT_ROOT),
-                 str(in_r), str(out_w), self.private_dir],
-                pass_fds=(in_r, out_w), env=worker_environment(limits, self.private_dir),
-                cwd=self.private_dir, stdin=subprocess.DEVNULL, stdout=self.log_file,
-                stderr=self.log_file, start_new_session=True, close_fds=True)
-            spawned = True
+                cmd, pass_fds=(in_r, out_w, *fds), env=worker_environment(limits, scratch),
+                cwd="/", stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file,
+                start_new_session=True, close_fds=True)
+        except (OSError, ValueError) as exc:
+            self._close_fds()
+            raise SandboxUnavailable(f"sandbox unavailable: could not start a worker "
+                                     f"({type(exc).__name__}: {exc})") from exc
         finally:
-            os.close(in_r)
-            os.close(out_w)
-            if not spawned:
-                os.close(self.in_w)
-                os.close(self.out_r)
-                shutil.rmtree(self.private_dir, ignore_errors=True)
+            for fd in (in_r, out_w, *fds):
+                os.close(fd)
         os.set_blocking(self.in_w, False)
-        self.uid = UID_BASE + self.proc.pid
         self.requests = 0
-        self.cpu_spent_s = 0.0
         try:
-            wire.send(self.in_w, {"limits": limits.to_dict()}, time.monotonic() + 10)
-            ready = wire.recv(self.out_r, time.monotonic() + START_TIMEOUT_S)
-        except (wire.WireTimeout, wire.WireClosed, OSError, ValueError) as exc:
-            tail = self.log_tail()
+            wire.send(self.in_w, isolation.zygote_config(limits, scratch), time.monotonic() + 30)
+            hello = wire.recv(self.out_r, time.monotonic() + START_TIMEOUT_S)
+        except (wire.WireTimeout, wire.WireClosed, wire.WireError, OSError) as exc:
+            hello = {"type": "failed", "message": f"no answer ({type(exc).__name__})"}
+        if hello.get("type") != "ready":
+            tail = self.log_tail().strip().splitlines()
+            last = f"; last output: {tail[-1][:300]}" if tail else ""
             self.kill()
-            raise SandboxUnavailable(f"sandbox worker failed to start ({type(exc).__name__}): "
-                                     f"{tail[-800:]}") from exc
+            raise SandboxUnavailable(f"sandbox worker failed to start: "
+                                     f"{clip(hello.get('message'), 500)}{last}")
         self.start_time_s = time.perf_counter() - started
-        self.isolation = ready.get("isolation", {})
-        self.notes = [str(n) for n in ready.get("notes", [])]
-        self.uid = int(ready.get("uid", self.uid))
+        self.hello = hello
+        self.notes = [clip(n, 300) for n in hello.get("notes", []) if isinstance(n, str)]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else -1
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -112,63 +114,46 @@ class WorkerProcess:
         except (OSError, ValueError):
             return ""
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one request and wait for its answer; on timeout or death, kill and say why."""
-        deadline = time.monotonic() + timeout_s
-        wire.send(self.in_w, message, deadline)  # OSError here = dead before it started
+    def request(self, message: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], bytes]:
+        """Send one request; (zygote status, child's raw reply). ZygoteDied if it cannot answer."""
+        deadline = time.monotonic() + timeout_s + GRACE_S
         try:
-            answer = wire.recv(self.out_r, deadline)
-        except wire.WireTimeout:
+            wire.send(self.in_w, message, deadline)
+            status = wire.recv(self.out_r, deadline)
+            reply = wire.recv_bytes(self.out_r, deadline, limit=MAX_REPLY_BYTES)
+        except (wire.WireTimeout, wire.WireClosed, wire.WireError, OSError) as exc:
+            tail = self.log_tail().strip().splitlines()
             self.kill()
-            return {"ok": False, "failure_class": "timeout",
-                    "message": f"exceeded the wall-clock limit of {timeout_s:g} s; the worker "
-                               "was killed (infinite loop, sleep or far too slow)"}
-        except (wire.WireClosed, ValueError, OSError) as exc:
-            return self._death_answer(exc)
+            raise ZygoteDied(f"the sandbox worker stopped answering ({type(exc).__name__})"
+                             + (f": {tail[-1][:300]}" if tail else "")) from exc
         self.requests += 1
-        if answer.get("id") != message.get("id"):  # something else wrote on the reply pipe
+        if status.get("type") != "done" or status.get("id") != message.get("id"):
             self.kill()
-            return {"ok": False, "failure_class": "unsafe",
-                    "message": "the sandbox reply channel was tampered with; worker killed"}
-        return answer
+            raise ZygoteDied("the sandbox worker answered out of turn")
+        return status, reply
 
-    def _death_answer(self, exc: BaseException) -> dict[str, Any]:
-        try:
-            rc = self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            rc = None
-        tail = self.log_tail()
-        self.kill()
-        if rc == -signal.SIGXCPU:
-            return {"ok": False, "failure_class": "timeout",
-                    "message": "exceeded the CPU-time limit; the worker was killed"}
-        if "bad_alloc" in tail or "MemoryError" in tail or rc == -signal.SIGKILL:
-            return {"ok": False, "failure_class": "memory",
-                    "message": "the worker ran out of memory and was killed"}
-        what = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
-        last = tail.strip().splitlines()[-1:] if tail.strip() else []
-        detail = f": {last[0][:200]}" if last else ""
-        return {"ok": False, "failure_class": "crash",
-                "message": f"the worker process died ({what}){detail}", "stdout_tail": tail[-2000:]}
-
-    def kill(self) -> None:
-        """Kill the worker's process group and everything its private uid still runs; clean up."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, AttributeError):
-            pass
-        kill_uid(self.uid)
-        try:
-            self.proc.wait(timeout=10)
-        except (subprocess.TimeoutExpired, AttributeError):
-            pass
-        for fd in (self.in_w, self.out_r):
+    def _close_fds(self) -> None:
+        for fd in (getattr(self, "in_w", -1), getattr(self, "out_r", -1)):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.in_w = self.out_r = -1
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Kill the zygote's process group (bubblewrap takes the whole sandbox with it)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_fds()
+        if self.host_scratch:
+            shutil.rmtree(self.host_scratch, ignore_errors=True)
         try:
             self.log_file.close()
         except OSError:
@@ -178,34 +163,37 @@ class WorkerProcess:
         try:
             if self.alive():
                 wire.send(self.in_w, {"kind": "exit"}, time.monotonic() + 1)
-                self.proc.wait(timeout=2)
+                self.proc.wait(timeout=2)  # type: ignore[union-attr]
         except (OSError, wire.WireTimeout, subprocess.TimeoutExpired, ValueError):
             pass
         self.kill()
 
 
-def _clip(text: Any, n: int = MAX_MESSAGE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
 class SandboxPool:
-    """Warm sandbox workers behind a thread-safe queue. Use as a context manager."""
+    """Warm sandbox zygotes behind a thread-safe queue. Use as a context manager.
+
+    Construction fails closed: ``SandboxUnavailable`` (one line naming the fix) when this machine
+    cannot isolate candidate code and the trusted-code opt-out is not set.
+    """
 
     def __init__(self, size: int = 1, limits: SandboxLimits | None = None) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self.size = size
-        self.limits = resolve_limits(limits or SandboxLimits())
-        for path in self.limits.writable_dirs:
-            os.makedirs(path, exist_ok=True)
+        self.limits = limits or SandboxLimits()
+        self.isolation = iso_mod.resolve(self.limits)
+        for note in self.isolation.notes:
+            log.warning("sandbox: %s", note)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ids = itertools.count(1)
         self._closed = False
         self._lock = threading.Lock()
         self._logged_notes: set[str] = set()
-        self.workers: list[WorkerProcess | None] = [None] * size
+        self.workers: list[ZygoteProcess | None] = [None] * size
         self.start_times_s: list[float] = []
+        self.fork_to_ready_s: list[float] = []     # per child: fork until confined and waiting
+        self.request_to_start_s: list[float] = []  # per request: arrival until the job starts
+        self.fork_to_ready_cpu_s: list[float] = []  # CPU time of fork + confinement
         self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
                                           name=f"sandbox-slot-{i}") for i in range(size)]
         for thread in self._threads:
@@ -213,10 +201,10 @@ class SandboxPool:
 
     # ---- public API -----------------------------------------------------------------------
     def submit_probe(self, code: str, *, validate: bool = True) -> "Future[ProbeResult]":
-        """Static validation now (in this thread), then the numerical probe in a worker.
+        """Static validation now (in this thread), then the numerical probe in a fresh child.
 
-        ``validate=False`` skips the AST filter: only for tests and trusted callers that want
-        the runtime boundary alone to contain the code.
+        ``validate=False`` skips the allow-list check here *and* in the child: only for tests
+        of the runtime boundary with trusted callers.
         """
         future: Future[ProbeResult] = Future()
         if validate:
@@ -225,8 +213,10 @@ class SandboxPool:
                 future.set_result(ProbeResult(False, error.kind, f"line {error.line}: "
                                               f"{error.message}", wall_time_s=0.0))
                 return future
-        self._enqueue(future, {"kind": "probe", "code": code, "id": next(self._ids)},
-                      self.limits.wall_timeout_s)
+        timeout = self.limits.wall_timeout_s
+        self._enqueue(future, {"kind": "probe", "code": code, "validate": validate,
+                               "id": next(self._ids), "timeout_s": timeout,
+                               "cpu_s": self.limits.cpu_time_s}, timeout)
         return future
 
     def probe(self, code: str, *, validate: bool = True) -> ProbeResult:
@@ -234,7 +224,7 @@ class SandboxPool:
 
     def submit_job(self, code: str | None, job: str, kwargs: dict[str, Any] | None = None,
                    timeout_s: float | None = None, *, validate: bool = True) -> "Future[JobResult]":
-        """Run trusted ``job`` ("package.module:function") on the loaded candidate in a worker."""
+        """Run trusted ``job`` ("package.module:function") on the loaded candidate in a child."""
         future: Future[JobResult] = Future()
         if ":" not in job:
             raise ValueError(f"job must be 'package.module:function', got {job!r}")
@@ -246,7 +236,7 @@ class SandboxPool:
                 return future
         timeout = float(timeout_s or self.limits.wall_timeout_s)
         request = {"kind": "job", "code": code, "job": job, "kwargs": dict(kwargs or {}),
-                   "id": next(self._ids),
+                   "validate": validate, "id": next(self._ids), "timeout_s": timeout,
                    "cpu_s": max(self.limits.cpu_time_s, math.ceil(timeout) + 1)}
         self._enqueue(future, request, timeout)
         return future
@@ -256,9 +246,11 @@ class SandboxPool:
         return self.submit_job(code, job, kwargs, timeout_s, validate=validate).result()
 
     def isolation_report(self) -> list[dict[str, Any]]:
-        """What each live worker got from the kernel (namespaces, uid, fallbacks taken)."""
-        return [{"pid": w.proc.pid, "uid": w.uid, "isolation": dict(w.isolation),
-                 "notes": list(w.notes), "start_time_s": w.start_time_s}
+        """What each live zygote got: boundary mode, Landlock ABI, seccomp, notes."""
+        return [{"pid": w.pid, "mode": w.hello.get("mode"), "uid": w.hello.get("uid"),
+                 "landlock_abi": w.hello.get("landlock_abi"), "seccomp": w.hello.get("seccomp"),
+                 "threads": w.hello.get("threads"), "notes": list(w.notes),
+                 "start_time_s": w.start_time_s}
                 for w in list(self.workers) if w is not None and w.alive()]
 
     def close(self) -> None:
@@ -281,7 +273,7 @@ class SandboxPool:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:  # best effort: never leave workers behind
+    def __del__(self) -> None:  # best effort: never leave zygotes behind
         try:
             self.close()
         except Exception:  # noqa: BLE001
@@ -293,8 +285,8 @@ class SandboxPool:
             raise RuntimeError("SandboxPool is closed")
         self._queue.put((future, request, timeout_s))
 
-    def _spawn(self, slot: int) -> WorkerProcess:
-        worker = WorkerProcess(self.limits)
+    def _spawn(self, slot: int) -> ZygoteProcess:
+        worker = ZygoteProcess(self.limits, self.isolation)
         self.workers[slot] = worker
         self.start_times_s.append(worker.start_time_s)
         for note in worker.notes:
@@ -303,7 +295,7 @@ class SandboxPool:
                 log.warning("sandbox: %s", note)
         return worker
 
-    def _ensure_worker(self, slot: int) -> WorkerProcess:
+    def _ensure_worker(self, slot: int) -> ZygoteProcess:
         worker = self.workers[slot]
         if worker is not None and worker.alive():
             return worker
@@ -324,61 +316,101 @@ class SandboxPool:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                answer, wall = self._run_on_slot(slot, request, timeout_s)
+                result = self._handle(slot, request, timeout_s)
             except BaseException as exc:  # noqa: BLE001 - the future must always complete
-                future.set_exception(exc)
-                continue
-            future.set_result(self._build_result(request["kind"], answer, wall))
-            self._maybe_recycle(slot, answer)
+                result = failure_result(request["kind"], "infrastructure",
+                                        f"sandbox slot error: {type(exc).__name__}: {exc}")
+            future.set_result(result)
 
-    def _run_on_slot(self, slot: int, request: dict[str, Any], timeout_s: float
-                     ) -> tuple[dict[str, Any], float]:
-        """(answer, seconds the request itself took: worker start-up not included)."""
+    def _handle(self, slot: int, request: dict[str, Any], timeout_s: float
+                ) -> ProbeResult | JobResult:
+        kind = request["kind"]
+        if kind == "job":
+            try:
+                request = {**request, "kwargs": prepare_job(request["job"], request["kwargs"],
+                                                            self.limits)}
+            except Exception as exc:  # noqa: BLE001 - trusted preparation, not the candidate
+                return failure_result(kind, "infrastructure", f"preparing {request['job']} in the "
+                                      f"parent failed: {type(exc).__name__}: {exc}")
         for attempt in range(2):
-            worker = self._ensure_worker(slot)
+            try:
+                worker = self._ensure_worker(slot)
+            except SandboxUnavailable as exc:
+                return failure_result(kind, "infrastructure", str(exc))
             started = time.perf_counter()
             try:
-                answer = worker.request(request, timeout_s)
-                return answer, time.perf_counter() - started
-            except (OSError, wire.WireTimeout):
-                # The request never reached a live worker (it died while idle): not the
-                # candidate's fault, so replace the worker and send the same request again.
-                worker.kill()
+                status, reply = worker.request(request, timeout_s)
+            except ZygoteDied as exc:
                 if attempt:
-                    raise SandboxUnavailable("sandbox worker died before taking the request")
+                    return failure_result(kind, "infrastructure", str(exc))
+                log.warning("sandbox: %s; retrying on a fresh worker", exc)
+                continue
+            wall = time.perf_counter() - started
+            if worker.requests >= self.limits.max_requests_per_worker:
+                worker.shutdown()
+            return self._build_result(kind, status, reply, wall, timeout_s)
         raise AssertionError("unreachable")
 
-    def _maybe_recycle(self, slot: int, answer: dict[str, Any]) -> None:
-        worker = self.workers[slot]
-        if worker is None:
-            return
-        worn = worker.requests >= self.limits.max_requests_per_worker
-        if answer.get("recycle"):
-            log.info("sandbox: recycling worker %s: %s", worker.proc.pid,
-                     _clip(answer.get("recycle_reason", ""), 200))
-        if answer.get("recycle") or worn or not worker.alive():
-            worker.kill()
-            if not self._closed:
-                try:
-                    self._spawn(slot)  # replace now so the pool stays warm
-                except SandboxUnavailable as exc:
-                    log.error("%s", exc)
+    def _build_result(self, kind: str, status: dict[str, Any], reply: bytes, wall: float,
+                      timeout_s: float) -> ProbeResult | JobResult:
+        native = status.get("native_tail") if isinstance(status.get("native_tail"), str) else ""
+        if status.get("timed_out"):
+            return failure_result(kind, "timeout", f"exceeded the wall-clock limit of "
+                                  f"{timeout_s:g} s; the job was killed (infinite loop, sleep or "
+                                  "far too slow)", wall, native)
+        if status.get("quota_exceeded"):
+            return failure_result(kind, "unsafe", f"wrote more than {self.limits.private_dir_mb} MB "
+                                  "to its private directory; killed", wall, native)
+        if status.get("reply_truncated"):
+            return failure_result(kind, "unsafe", "sent an oversized reply; ignored", wall, native)
+        if not reply:
+            return failure_result(kind, *_death_cause(status, native), wall, native)
+        try:
+            answer = wire.decode(reply)
+            result = probe_result(answer, wall) if kind == "probe" else job_result(answer, wall)
+        except (wire.WireError, SchemaError) as exc:
+            return failure_result(kind, "unsafe", f"the sandboxed process sent a malformed reply "
+                                  f"({exc}); ignored", wall, native)
+        times = [answer.get("t_ready"), status.get("t_fork"), answer.get("t_start"),
+                 status.get("t_request")]
+        if all(isinstance(t, float) for t in times):
+            self.fork_to_ready_s.append(times[0] - times[1])      # fork + confinement
+            self.request_to_start_s.append(times[2] - times[3])   # what a request waits for it
+            cpu = [status.get("fork_cpu_s"), answer.get("cpu_ready")]
+            if all(isinstance(c, float) for c in cpu):             # the same in CPU time (load-free)
+                self.fork_to_ready_cpu_s.append(cpu[0] + cpu[1])
+        if isinstance(result, JobResult) and native.strip():
+            result.stdout_tail = clip(result.stdout_tail + ("\n[native output]\n" + native), 64_000)
+        return result
 
-    @staticmethod
-    def _build_result(kind: str, answer: dict[str, Any], wall: float) -> ProbeResult | JobResult:
-        ok = answer.get("ok") is True
-        failure = None if ok else (failure_value(answer.get("failure_class")) or FailureClass.CRASH.value)
-        message = _clip(answer.get("message", ""))
-        if kind == "probe":
-            vector = answer.get("fingerprint_vector") if ok else None
-            if vector is not None and not (isinstance(vector, list)
-                                           and all(isinstance(v, (int, float)) for v in vector)):
-                vector = None
-            fingerprint = answer.get("fingerprint") if ok else None
-            shape = answer.get("shape") if ok and isinstance(answer.get("shape"), dict) else None
-            return ProbeResult(ok, failure, message,
-                               str(fingerprint) if fingerprint is not None else None,
-                               [float(v) for v in vector] if vector is not None else None,
-                               shape, wall)
-        value = answer.get("value") if ok and isinstance(answer.get("value"), dict) else None
-        return JobResult(ok, value, failure, message, wall, _clip(answer.get("stdout_tail", ""), 64_000))
+
+def _death_cause(status: dict[str, Any], native: str) -> tuple[str, str]:
+    sig, code = status.get("signal"), status.get("exit_code")
+    if sig == signal.SIGXCPU:
+        return "timeout", "exceeded the CPU-time limit; the job was killed"
+    if sig == signal.SIGKILL or any(m in native for m in ("bad_alloc", "MemoryError",
+                                                          "Cannot allocate memory")):
+        return "memory", "the job ran out of memory and was killed"
+    what = f"signal {sig}" if sig else f"exit code {code}"
+    last = native.strip().splitlines()[-1:] if native.strip() else []
+    return "crash", f"the job's process died ({what})" + (f": {last[0][:200]}" if last else "")
+
+
+def prepare_job(job: str, kwargs: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:
+    """Run the job's trusted parent-side preparation, if it declares one (``prepare_in_parent``:
+    e.g. build reference caches, which children may only read, and pin their content hashes)."""
+    module_name, _, attr = job.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return kwargs  # not importable here (only in the sandbox): nothing to prepare
+    fn = getattr(module, attr, None)
+    prepare = getattr(fn, "prepare_in_parent", None)
+    if prepare is None:
+        return kwargs
+    bound = iso_mod.resolve_cache_dir(limits)
+    wanted = kwargs.get("cache_dir")
+    if wanted and os.path.realpath(wanted) != os.path.realpath(bound):
+        raise ValueError(f"the job's cache_dir {wanted} is not the sandbox's read-only cache "
+                         f"{bound}; build the pool with SandboxLimits(cache_dir={wanted!r})")
+    return prepare(dict(kwargs), cache_dir=bound, gpu=limits.allow_gpu)

@@ -29,10 +29,11 @@ from typing import Any
 from candidate_losses.source import code_hash, strip_decorators
 from discovery import crashpoints
 from discovery.archive.campaign_dir import CampaignDir
-from discovery.archive.candidate import (ALL_ISLANDS, REPAIRABLE, Candidate, Origin, Stage, Status,
-                                         find_dpo)
+from discovery.archive.candidate import (ALL_ISLANDS, REPAIRABLE, Candidate, FailureClass, Origin, Stage,
+                                         Status, find_dpo)
 from discovery.archive.database import candidate_id, sequence_number
 from discovery.config import CampaignConfig, resolve_paths
+from discovery.errors import UserError
 from discovery.proposers import Proposal, Proposer, make_proposer
 from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
 from discovery.search.cascade import SEARCH_STAGES, Cascade, StageOutcome, next_stage
@@ -74,6 +75,10 @@ class CampaignResult:
     wall_time_s: float
 
 
+class CampaignCannotEvaluate(UserError):
+    """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
+
+
 class Campaign:
     """One campaign directory. Build with `Campaign.create(config, dir)` or `Campaign.resume(dir)`."""
 
@@ -86,20 +91,23 @@ class Campaign:
         self.db = directory.database()
         self.log = directory.log()
         self._own_pool = pool is None
+        cascade_cfg = dataclasses.replace(config.cascade, cache_dir=directory.cache_dir())
         if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
             from discovery.executors import make_executor
+            from discovery.sandbox import SandboxLimits  # the sandbox sees this cache read-only
 
             pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
-                                 num_gpus_per_worker=config.num_gpus_per_worker)
+                                 num_gpus_per_worker=config.num_gpus_per_worker,
+                                 limits=SandboxLimits(cache_dir=cascade_cfg.cache_dir))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer)
-        cascade_cfg = dataclasses.replace(config.cascade, cache_dir=directory.cache_dir())
         self.cascade = Cascade(pool, cascade_cfg, validate=validate)
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
         self._generations = cf.ThreadPoolExecutor(max_workers=config.pipeline_lag + 2, thread_name_prefix="gen")
         self._probed: dict[int, threading.Event] = {}
+        self._baseline_failures: dict[str, StageOutcome] = {}
         self._futures: dict[int, cf.Future] = {}
         self.started = time.time()
 
@@ -135,6 +143,7 @@ class Campaign:
                 self._seed_baselines()
                 self._launch(0)
                 self._wait(0)
+                self._check_baselines()
                 g = 1
                 while True:
                     slots = min(cfg.generation_size, cfg.budget.max_candidates - (g - 1) * cfg.generation_size)
@@ -174,6 +183,16 @@ class Campaign:
                        best_fitness=result.best_fitness, dpo_fitness=result.dpo_fitness,
                        wall_time_s=round(result.wall_time_s, 3))
         return result
+
+    def _check_baselines(self) -> None:
+        """Without a working DPO baseline there is nothing to compare with: stop loudly."""
+        out = next((o for name, o in self._baseline_failures.items() if name.lower() == "dpo"), None)
+        if out is not None:
+            self._stop.set()
+            raise CampaignCannotEvaluate(
+                f"cannot evaluate: the DPO baseline failed its {out.stage} stage "
+                f"[{out.failure_class}]: {' '.join(out.message.split())[:600]} (run `prefdisco "
+                f"evaluate --loss dpo` to see why; resume with `prefdisco run --resume {self.out_dir}`)")
 
     def _wait(self, generation: int) -> None:
         future = self._futures.get(generation)
@@ -311,6 +330,16 @@ class Campaign:
     def _record(self, c: Candidate, out: StageOutcome, updates: dict[str, Any]) -> None:
         if self._stop.is_set():
             return  # results computed while shutting down are dropped, never half-recorded
+        if out.failure_class == FailureClass.INFRASTRUCTURE:  # not the candidate's doing: stop, record nothing
+            self._stop.set()
+            raise CampaignCannotEvaluate(
+                f"cannot evaluate candidates: {c.name}'s {out.stage} stage failed outside the "
+                f"candidate: {' '.join(out.message.split())[:600]} (fix that, then resume with "
+                f"`prefdisco run --resume {self.out_dir}`)")
+        if not out.ok and c.is_dpo:
+            self._baseline_failures.setdefault(c.name, out)  # stop after generation 0;
+            self._stop.set()                                 # unrecorded, so resume retries
+            return
         if self.db.record_stage(c.id, out.stage, result=out.result, wall_time_s=out.wall_time_s, updates=updates):
             self.log.event("stage_done", id=c.id, stage=out.stage, ok=out.ok, failure_class=out.failure_class,
                            value=out.value, wall_time_s=round(out.wall_time_s, 4))
@@ -352,6 +381,8 @@ class Campaign:
             out, updates = self.cascade.run(c, Stage.HELDOUT)
             if self._stop.is_set():
                 return
+            if out.failure_class == FailureClass.INFRASTRUCTURE:
+                self._record(c, out, {})  # raises: stop loudly, record nothing
             if self.db.record_stage(c.id, Stage.HELDOUT, result=out.result, wall_time_s=out.wall_time_s,
                                     updates=updates):
                 self.log.event("stage_done", id=c.id, stage=Stage.HELDOUT, ok=out.ok, value=out.value,

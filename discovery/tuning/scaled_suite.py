@@ -38,14 +38,38 @@ def scaled_suite(suite: Any, *, beta_scale: float = 1.0, lr_scale: float = 1.0, 
 def scaled_suite_job(loss_fn: Callable[..., Any] | None, *, suite: str, loss_name: str = "candidate",
                      loss_kwargs: dict[str, Any] | None = None, cache_dir: str | None = None,
                      beta_scale: float = 1.0, lr_scale: float = 1.0, seeds: int | None = None,
-                     seed_index: int | None = None) -> dict[str, Any]:
+                     seed_index: int | None = None, device: str | None = None,
+                     reference_hashes: dict[str, str] | None = None,
+                     suite_data: dict[str, Any] | None = None) -> dict[str, Any]:
     """``SuiteResult.to_dict()`` of the scaled suite; ``loss_fn=None`` runs baseline `loss_name`."""
     from evaluators.api import evaluate_loss
-    from evaluators.suites import load_suite
+    from evaluators.reference import trust_hashes
+    from evaluators.suites import load_suite, suite_from_dict
 
-    scaled = scaled_suite(load_suite(suite), beta_scale=beta_scale, lr_scale=lr_scale, seeds=seeds,
+    trust_hashes(reference_hashes or {})
+    base = suite_from_dict(suite_data, path=suite) if suite_data is not None else load_suite(suite)
+    scaled = scaled_suite(base, beta_scale=beta_scale, lr_scale=lr_scale, seeds=seeds,
                           seed_index=seed_index)
     loss: Any = loss_fn if loss_fn is not None else loss_name
     result = evaluate_loss(loss, scaled, loss_kwargs=loss_kwargs, cache_dir=cache_dir,
-                           loss_name=loss_name if loss_fn is not None else None)
+                           loss_name=loss_name if loss_fn is not None else None, device=device)
     return result.to_dict()
+
+
+def prepare_scaled_suite(kwargs: dict[str, Any], *, cache_dir: str, gpu: bool = False) -> dict[str, Any]:
+    """Parent side (trusted): build the reference caches the job will read, pin their hashes."""
+    from evaluators.jobs import _device
+    from evaluators.reference import prepare_references
+    from evaluators.suites import suite_data, suite_from_dict
+
+    kwargs = dict(kwargs)
+    kwargs.setdefault("cache_dir", cache_dir)
+    kwargs["device"] = kwargs.get("device") or _device(gpu)
+    kwargs["suite_data"], path = suite_data(kwargs["suite"])
+    suite = scaled_suite(suite_from_dict(kwargs["suite_data"], path=path), seeds=kwargs.get("seeds"),
+                         seed_index=kwargs.get("seed_index"))
+    kwargs["reference_hashes"] = prepare_references(suite, kwargs["cache_dir"], kwargs["device"])
+    return kwargs
+
+
+scaled_suite_job.prepare_in_parent = prepare_scaled_suite  # type: ignore[attr-defined]

@@ -40,6 +40,17 @@ def spa_config_for(spec: RunSpec, cache_dir: Path | str | None) -> Any:
     return spa_config_from_dict(raw)
 
 
+def reference_specs(spec: RunSpec, cache_dir: Path | str | None = None) -> list[tuple[Any, int, Any]]:
+    """The cached reference one SPA run starts from (built by the parent before the job)."""
+    from evaluators.tasks import make_task
+    from evaluators.tinylm_config import TinyLMConfig
+
+    cfg = spa_config_for(spec, cache_dir)
+    tcfg = TinyLMConfig.from_dict({"model": cfg.reference.model, "sft": cfg.reference.sft,
+                                   "data": cfg.reference.data})
+    return [(make_task(cfg.task.name, **cfg.task.params), cfg.seed, tcfg)]
+
+
 def run_spa_tier(spec: RunSpec, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any],
                  cache_dir: Path | str | None, device: str | None = None) -> RunResult:
     from preference_data.spa.pipeline import run_spa

@@ -2,6 +2,8 @@
 
 One warm pool (module scope) serves every test, which also proves it keeps serving after each
 hostile candidate. The parent sets OPENAI_API_KEY before the pool starts; workers must not see it.
+``validate=False`` skips the static allow-list check (in the parent and in the child), so what
+is tested here is the runtime namespace (facades, builtins, importer) plus the process boundary.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from discovery.sandbox.limits import SECRET_LIKE
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 HOSTILE = sorted(HOSTILE_DIR.glob("*.py"))
-SLOW_CASES = {"infinite_loop", "sleep_past_timeout",  # each costs a wall-clock timeout
-              "hard_exit", "forged_reply", "monkeypatch_torch"}  # each costs a worker restart
+SLOW_CASES = {"infinite_loop"}  # costs a wall-clock timeout
+ESCAPES = "tests.discovery.hostile.jobs.escapes"
 DPO = get_loss("dpo").source
 IPO_INLINE = '''
 def ipo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
@@ -105,7 +107,8 @@ def test_escape_attempts_leave_no_trace():
 
 
 def test_monkeypatching_torch_does_not_leak_into_later_candidates(pool, dpo_fingerprint):
-    assert pool.probe((HOSTILE_DIR / "monkeypatch_torch.py").read_text(), validate=False).ok
+    patched = pool.probe((HOSTILE_DIR / "monkeypatch_torch.py").read_text(), validate=False)
+    assert not patched.ok and patched.failure_class == "unsafe" and "read-only" in patched.message
     for _ in range(4):  # whichever worker takes them, DPO still behaves as DPO
         assert pool.probe(DPO).fingerprint == dpo_fingerprint
 
@@ -117,16 +120,23 @@ def test_worker_sees_no_secrets_and_no_privileges(pool):
     env = result.value["env"]
     assert "OPENAI_API_KEY" not in env  # ...and invisible in the worker
     assert not [k for k in env if SECRET_LIKE.search(k) and k != "TOKENIZERS_PARALLELISM"]
-    assert env["HOME"] == result.value["cwd"] and "prefdisco-sbx-" in env["HOME"]
+    assert env["HOME"] == result.value["cwd"] and "/job-" in env["HOME"]
+    assert int(result.value["status"]["CapEff"], 16) == 0
+    assert result.value["status"]["NoNewPrivs"] == "1"
+    assert result.value["rlimits"]["RLIMIT_AS"][0] == 4096 * 1024 * 1024
     if os.geteuid() == 0:
         assert result.value["uid"] != 0 and result.value["euid"] != 0
-        assert int(result.value["status"]["CapEff"], 16) == 0
-        assert result.value["status"]["NoNewPrivs"] == "1"
-        assert result.value["rlimits"]["RLIMIT_AS"][0] == 4096 * 1024 * 1024
-        report = pool.isolation_report()
-        assert report and all(w["isolation"]["netns"] for w in report)
+    report = pool.isolation_report()
+    assert report and {w["mode"] for w in report} <= {"bwrap", "landlock"}
+    assert all(w["seccomp"] for w in report)
+    if report[0]["mode"] == "bwrap":
         assert result.value["net_interfaces"] == ["lo"]
-        assert result.value["home_listing"] in (None, [])  # home directories are masked
+        # home directories are masked: only the way down to the project (or cache) shows
+        from discovery.sandbox.isolation import PROJECT_ROOT
+
+        allowed = {Path(p).parts[2] for p in (PROJECT_ROOT, pool.isolation.cache_dir)
+                   if p.startswith("/home/") and len(Path(p).parts) > 2}
+        assert set(result.value["home_listing"] or []) <= allowed
 
 
 def test_fingerprint_ignores_spelling_but_not_behaviour(pool, dpo_fingerprint):
@@ -182,12 +192,11 @@ def test_job_timeout_is_per_call(pool):
 
 
 def test_concurrent_submits_survive_a_crashing_worker(pool, dpo_fingerprint):
-    crash = (HOSTILE_DIR / "hard_exit.py").read_text()
     results: dict[int, object] = {}
 
     def submit(i: int) -> None:
-        if i == 3:
-            results[i] = pool.submit_probe(crash, validate=False).result(timeout=120)
+        if i == 3:  # a child that dies outright (trusted job: loss code cannot reach os._exit)
+            results[i] = pool.submit_job(None, f"{ESCAPES}:hard_exit", {}).result(timeout=120)
         else:
             results[i] = pool.submit_probe(DPO_RENAMED).result(timeout=120)
 
@@ -213,10 +222,9 @@ def test_cpu_time_limit_kills_busy_loops():
 
 @pytest.mark.slow
 def test_evaluation_job_runs_inside_the_sandbox(tmp_path):
-    """The real evaluator job, with a shared writable cache dir, gives the baseline's score."""
+    """The real evaluator job, with a read-only cache dir the parent fills, gives the baseline's score."""
     cache = tmp_path / "cache"
-    limits = SandboxLimits(wall_timeout_s=120, writable_dirs=(str(cache),),
-                           extra_env={"PREFDISCO_CACHE": str(cache)})
+    limits = SandboxLimits(wall_timeout_s=120, cache_dir=str(cache))
     with SandboxPool(size=1, limits=limits) as jobs:
         candidate = jobs.run_job(DPO_RENAMED, "evaluators.jobs:evaluate_job",
                                  {"suite": "screen", "seeds": 1}, timeout_s=120)
@@ -227,9 +235,10 @@ def test_evaluation_job_runs_inside_the_sandbox(tmp_path):
 
 
 def test_job_failures_outside_the_candidate_are_not_blamed_on_it(pool):
-    # The trusted job (not the candidate) hits the read-only filesystem: a crash, not 'unsafe'.
+    # The trusted job (not the candidate) hits the read-only filesystem: infrastructure, not 'unsafe'.
     result = pool.run_job(None, "discovery.sandbox.jobs:write_file", {"path": "/etc/prefdisco-x"})
-    assert not result.ok and result.failure_class == "crash" and "outside the candidate" in result.message
+    assert not result.ok and result.failure_class == "infrastructure"
+    assert "outside the candidate" in result.message
     inside = pool.run_job((HOSTILE_DIR / "write_outside.py").read_text(),
                           "discovery.sandbox.jobs:call_loss", {}, validate=False)
     assert inside.failure_class == "unsafe"

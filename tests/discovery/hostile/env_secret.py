@@ -1,6 +1,7 @@
 # static: unsafe
-# runtime: ok
+# runtime: unsafe
 # Looks for API keys in the environment; it must find none (the worker environment is stripped).
+# Since the allow-list runtime: `import os` is outside the allow-list. (The stripped environment itself is checked by a trusted job: test_worker_sees_no_secrets_and_no_privileges.)
 import os
 
 

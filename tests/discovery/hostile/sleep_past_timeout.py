@@ -1,6 +1,7 @@
 # static: unsafe
-# runtime: timeout
+# runtime: unsafe
 # Sleeps far past the wall-clock limit (no CPU used, so only the wall clock can catch it).
+# Since the allow-list runtime: `import time` is outside the allow-list. (A child that sleeps past the deadline is tested with a trusted job: test_sandbox_escapes.)
 import time
 
 
