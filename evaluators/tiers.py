@@ -7,7 +7,7 @@ the function listing the cached references a run needs, ``references(spec, cache
 [(task, seed, TinyLMConfig)]``: the trusted parent builds those before a sandboxed job starts,
 because the sandbox sees the cache read-only.
 
-The built-in tiers (``bandit``, ``tinylm``) are declared here. Tiers that live in a higher layer
+The built-in tiers (``bandit``, ``tinylm``, ``calibrated_lm``) are declared here. Tiers that live in a higher layer
 (the ``spa`` and ``pluralistic`` tiers need preference data) register themselves through the
 ``prefdisco.tiers`` entry-point group (see pyproject.toml), so this package never names them:
 adding a tier is one module with its runner plus one ``Tier`` object and one entry-point line.
@@ -33,9 +33,15 @@ class Tier:
     sections: tuple[str, ...]   # config mappings a suite group of this tier may hold
     description: str = ""
     references: str | None = None  # "module:function" listing the cached references a run needs
+    group_runner: str | None = None  # "module:function" training all instances of a group at once
 
     def run_function(self) -> Callable[..., Any]:
         return _load(self.runner)
+
+    def group_function(self) -> Callable[..., Any] | None:
+        """``run_group(specs, loss_fn, loss_kwargs, cache_dir, device) -> [RunResult]`` (same numbers
+        as running the specs one by one), or None when the tier runs instances singly."""
+        return _load(self.group_runner) if self.group_runner else None
 
     def references_function(self) -> Callable[..., Any] | None:
         return _load(self.references) if self.references else None
@@ -51,6 +57,11 @@ BUILTIN_TIERS: dict[str, Tier] = {
                    "contextual bandit with exact metrics (screening)"),
     "tinylm": Tier("tinylm", "evaluators.tinylm:run_tinylm", ("model", "sft", "data", "train"),
                    "tiny GPT-2 on a gold-reward text task", "evaluators.tinylm:reference_specs"),
+    "calibrated_lm": Tier("calibrated_lm", "evaluators.calibrated_lm:run_calibrated_lm",
+                          ("model", "sft", "data", "train"),
+                          "tinylm protocol in the converged regime, a group's runs in one vectorised pass",
+                          "evaluators.calibrated_lm:reference_specs",
+                          "evaluators.calibrated_lm:run_calibrated_group"),
 }
 _registered: dict[str, Tier] | None = None
 

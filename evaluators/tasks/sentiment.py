@@ -6,6 +6,11 @@ sentiment lexicon (positive, negative and neutral adjectives, intensifiers, nega
 reviews of mixed sentiment. Gold reward = VADER compound score of the whole review (times
 ``polarity``: -1 asks for negative reviews), in [-1, 1]. VADER's handling of negation, "but" and
 intensifiers gives the reward a non-trivial shape.
+
+``length=L`` makes every demonstration exactly L words of running review (clauses and new
+sentences, cut after L words), like IMDb continuations generated with a fixed number of new
+tokens: the response length then carries no preference signal, so a policy cannot win (or run
+off the end of the response window) by learning to stop later.
 """
 
 from __future__ import annotations
@@ -48,14 +53,19 @@ class SentimentTask(TextTask):
     reward_range = (-1.0, 1.0)
     label_temperature = 0.1
 
-    def __init__(self, polarity: int = 1, label_temperature: float = 0.1) -> None:
+    def __init__(self, polarity: int = 1, label_temperature: float = 0.1, length: int | None = None) -> None:
         if polarity not in (1, -1):
             raise ValueError("sentiment polarity must be 1 or -1")
+        if length is not None and not 2 <= int(length) <= 16:
+            raise ValueError("sentiment length must be between 2 and 16 words (or unset)")
         self.polarity = polarity
         self.label_temperature = float(label_temperature)
+        self.length = None if length is None else int(length)
+        if self.length is not None:
+            self.max_response_len = self.length
 
     def params(self) -> dict[str, Any]:
-        return {"polarity": self.polarity}
+        return {"polarity": self.polarity} | ({"length": self.length} if self.length is not None else {})
 
     def vocabulary(self) -> list[str]:
         words = (DETERMINERS + SUBJECTS + VERBS + POSITIVE + NEGATIVE + NEUTRAL + INTENSIFIERS
@@ -74,11 +84,19 @@ class SentimentTask(TextTask):
         words.append(rng.choice(rng.choice((POSITIVE, NEGATIVE, NEUTRAL))))
         return words
 
-    def sample_sft_response(self, prompt: list[str], rng: random.Random) -> list[str]:
+    def _clause(self, rng: random.Random) -> list[str]:
         words = self._phrase(rng)
         if rng.random() < 0.5:
             words += [rng.choice(CONJUNCTIONS)] + self._phrase(rng)
         return words + [rng.choice(ENDINGS)]
+
+    def sample_sft_response(self, prompt: list[str], rng: random.Random) -> list[str]:
+        words = self._clause(rng)
+        if self.length is None:
+            return words
+        while len(words) < self.length:
+            words += self.sample_prompt(rng) + self._clause(rng)
+        return words[: self.length]
 
     def gold_reward(self, prompt: list[str], response: list[str]) -> float:
         return self.polarity * vader_compound(" ".join(prompt + response))

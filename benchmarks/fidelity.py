@@ -1,0 +1,256 @@
+"""Fidelity matrix: do the suites rank losses the same way?
+
+Scores the whole loss library plus the fixed variants of ``benchmarks/loss_variants.py`` on
+  screen      the bandit screen (evaluators/suites/screen.yaml),
+  fitness     the calibrated search fitness (calibrated_fitness.yaml; also rung M of the ladder),
+  heldout     the calibrated held-out suite (calibrated_heldout.yaml: same task, unseen instances),
+  transfer    the negative-sentiment transfer suite (calibrated_transfer.yaml),
+  lm_S, lm_L  calibrated_quickstart with a smaller / larger GPT-2: the size ladder S < M < L, where
+              rung M is calibrated_quickstart itself (28k parameters, the search tier's model),
+and derives, from the fitness runs (their instances are subsets of fitness's; a run's numbers do
+not depend on which runs it was trained with), the quickstart suite (rung M) and the calibrated
+screen.
+Then prints Spearman's rho and Kendall's tau for every pair of suites with 95 % bootstrap
+confidence intervals (losses resampled with replacement), the per-candidate cost of every suite,
+and the smallest difference from DPO each suite detects at 2 paired standard errors.
+
+    .venv/bin/python benchmarks/fidelity.py --out benchmarks/results/fidelity-cpu2-DATE.md
+    .venv/bin/python benchmarks/fidelity.py --losses dpo,ipo,lrml --suites fitness,heldout   # a slice
+
+Scores are cached in ``--store`` (JSON, one entry per suite x loss) so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))  # after ROOT: benchmarks/evaluators.py must not shadow the package
+
+LADDER = {"lm_S": {"n_layer": 2, "n_embd": 12, "n_head": 2},     # ~4.7k parameters
+          "lm_L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}     # ~155k parameters (33x S)
+RUN_SUITES = ("screen", "fitness", "heldout", "transfer", "lm_S", "lm_L")
+DERIVED = {"quickstart": "calibrated_quickstart", "calibrated_screen": "calibrated_screen"}
+ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "transfer", "lm_S", "quickstart", "lm_L")
+
+
+def suites() -> dict[str, Any]:
+    from dataclasses import replace
+
+    from evaluators import load_suite
+
+    out = {"screen": load_suite("screen"), "fitness": load_suite("calibrated_fitness"),
+           "heldout": load_suite("calibrated_heldout"), "transfer": load_suite("calibrated_transfer")}
+    quick = load_suite("calibrated_quickstart")
+    for name, model in LADDER.items():
+        groups = tuple(replace(g, config={**g.config, "model": dict(model)}) for g in quick.groups)
+        out[name] = replace(quick, name=f"calibrated_quickstart[{name}]", groups=groups)
+    return out
+
+
+def loss_names() -> list[str]:
+    from candidate_losses import list_losses
+    from loss_variants import VARIANTS
+
+    return [s.name for s in list_losses()] + list(VARIANTS)
+
+
+def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: str, cache: str) -> dict[str, Any]:
+    key = f"{suite_name}/{loss}"
+    if key in store:
+        return store[key]
+    from evaluators import evaluate_loss
+    from loss_variants import resolve
+
+    fn, kwargs = resolve(loss)
+    start = time.perf_counter()
+    result = evaluate_loss(fn, suite, loss_kwargs=kwargs, loss_name=loss, cache_dir=cache)
+    entry = {"fitness": result.fitness, "fitness_se": result.fitness_se, "wall_s": time.perf_counter() - start,
+             "load": os.getloadavg()[0], "n_params": result.runs[0].extra.get("n_params"),
+             "runs": [{"seed": r.seed, "beta": r.beta, "noise": r.noise, "score": r.extra["score"],
+                       "gold_reward": r.gold_reward, "kl": r.kl, "flags": r.flags} for r in result.runs]}
+    store[key] = entry
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store))
+    os.replace(tmp, path)
+    print(f"  {key:<40} {result.fitness:8.4f}  {entry['wall_s']:6.1f} s (load {entry['load']:.1f})", flush=True)
+    return entry
+
+
+def per_seed(runs: list[dict[str, Any]], keep: Any = None) -> dict[int, float]:
+    """Seed -> best score over the beta sweep (the suites' beta_aggregate: max), one group per suite."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        if keep is None or keep(r):
+            by[r["seed"]].append(r["score"])
+    return {s: max(v) for s, v in by.items()}
+
+
+def derived_entry(fitness_entry: dict[str, Any], suite_name: str) -> dict[str, Any]:
+    """Score of a suite whose instances are a subset of calibrated_fitness's, from the fitness runs."""
+    from evaluators import load_suite
+
+    wanted = {(s.seed, s.noise, s.beta) for s in load_suite(suite_name).instances()}
+    runs = [r for r in fitness_entry["runs"] if (r["seed"], r["noise"], r["beta"]) in wanted]
+    assert len(runs) == len(wanted), f"{suite_name} is not a subset of calibrated_fitness"
+    seeds = per_seed(runs)
+    values = list(seeds.values())
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return {"fitness": statistics.fmean(values), "fitness_se": se, "runs": runs}
+
+
+def correlations(table: dict[str, dict[str, float]], names: list[str], losses: list[str], n_boot: int,
+                 ) -> list[tuple[str, str, float, tuple[float, float], float, tuple[float, float]]]:
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            x = np.array([table[a][l] for l in losses])
+            y = np.array([table[b][l] for l in losses])
+            rho = float(spearmanr(x, y).statistic)
+            tau = float(kendalltau(x, y).statistic)
+            boots_r, boots_t = [], []
+            for _ in range(n_boot):
+                idx = rng.integers(0, len(losses), len(losses))
+                if len(set(x[idx])) < 2 or len(set(y[idx])) < 2:
+                    continue
+                boots_r.append(spearmanr(x[idx], y[idx]).statistic)
+                boots_t.append(kendalltau(x[idx], y[idx]).statistic)
+            ci_r = tuple(float(v) for v in np.nanpercentile(boots_r, [2.5, 97.5]))
+            ci_t = tuple(float(v) for v in np.nanpercentile(boots_t, [2.5, 97.5]))
+            rows.append((a, b, rho, ci_r, tau, ci_t))
+    return rows
+
+
+def detectable(entries: dict[str, dict[str, Any]], reference: str = "dpo", keep: Any = None,
+               n_seeds: int | None = None) -> tuple[float, int]:
+    """2 x the paired s.e. of (loss - reference) per-seed scores for a typical loss (the median over
+    losses; unstable losses have far larger ones): the smallest difference from DPO the suite
+    detects (common random numbers: same seeds, data, labels, sampling noise). ``keep`` filters
+    runs and ``n_seeds`` sets the suite's seed count, so a one-seed suite can borrow the
+    seed-to-seed variance of a larger suite with the same runs."""
+    base = per_seed(entries[reference]["runs"], keep)
+    sds = []
+    for loss, e in entries.items():
+        if loss == reference:
+            continue
+        mine = per_seed(e["runs"], keep)
+        diffs = [mine[s] - base[s] for s in base]
+        if len(diffs) > 1:
+            sds.append(statistics.stdev(diffs))
+    n = n_seeds or len(base)
+    return (2 * statistics.median(sds) / math.sqrt(n) if sds else math.nan), n
+
+
+def reliability(entries: dict[str, dict[str, Any]], losses: list[str]) -> float:
+    """Seed split-half reliability of a suite's ranking, Spearman-Brown corrected: the Spearman rho
+    between the scores of its first and second half of seeds (per-seed max over the beta sweep),
+    r_full = 2 r / (1 + r). Two suites can agree at most about sqrt(rel_A * rel_B) (noise ceiling)."""
+    from scipy.stats import spearmanr
+
+    halves: list[list[float]] = [[], []]
+    for loss in losses:
+        seeds = per_seed(entries[loss]["runs"])
+        order = sorted(seeds)
+        if len(order) < 2:
+            return math.nan
+        k = len(order) // 2
+        halves[0].append(statistics.fmean(seeds[s] for s in order[:k]))
+        halves[1].append(statistics.fmean(seeds[s] for s in order[k:2 * k]))
+    r = float(spearmanr(halves[0], halves[1]).statistic)
+    return 2 * r / (1 + r) if r > -1 else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suites", default=",".join(RUN_SUITES))
+    parser.add_argument("--losses", default="", help="comma-separated (default: library + variants)")
+    parser.add_argument("--cache-dir", default=os.environ.get("PREFDISCO_CACHE", str(Path.home() / ".cache/prefdisco")))
+    parser.add_argument("--store", default=str(ROOT / "benchmarks/results/fidelity-scores.json"))
+    parser.add_argument("--out", default="", help="also write the markdown report here")
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    store_path = Path(args.store)
+    store: dict[str, Any] = json.loads(store_path.read_text()) if store_path.exists() else {}
+    losses = [l for l in args.losses.split(",") if l] or loss_names()
+    wanted = [s for s in args.suites.split(",") if s]
+    all_suites = suites()
+    start = time.perf_counter()
+    header = (f"# Fidelity matrix ({len(losses)} losses)\n\nCommand: `python {' '.join(sys.argv)}`  \n"
+              f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; {os.cpu_count()} CPUs, 1 torch thread; "
+              f"load average at start {os.getloadavg()[0]:.1f}\n")
+    print(header, flush=True)
+    for name in wanted:
+        print(f"## scoring on {name}", flush=True)
+        for loss in losses:
+            score(store, store_path, name, all_suites[name], loss, args.cache_dir)
+    entries = {name: {l: store[f"{name}/{l}"] for l in losses} for name in wanted}
+    if "fitness" in entries:
+        for short, suite_name in DERIVED.items():
+            entries[short] = {l: derived_entry(e, suite_name) for l, e in entries["fitness"].items()}
+    names = [n for n in ORDER if n in entries]
+    table = {n: {l: entries[n][l]["fitness"] for l in losses} for n in names}
+
+    out = [header]
+    out.append("## Suites\n\n| suite | what | params (LM) | s per candidate (mean wall) | detectable vs DPO (2 paired s.e., "
+               "typical loss) |"
+               "\n|---|---|---|---|---|")
+    what = {"screen": "bandit, 3 seeds x 2 betas", "calibrated_screen": "calibrated_lm, 1 run (from fitness runs)",
+            "quickstart": "calibrated_lm, 4 seeds x 2 betas (from fitness runs); ladder rung M",
+            "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 5 other seeds x 3 other betas, 20 % flips",
+            "transfer": "calibrated_lm negative sentiment, 3 seeds x 3 betas, 20 % flips",
+            "lm_S": "quickstart with GPT-2 " + json.dumps(LADDER["lm_S"]),
+            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"])}
+    for n in names:
+        walls = [e.get("wall_s") for e in entries[n].values() if e.get("wall_s") is not None]
+        params = next((e.get("n_params") for e in entries[n].values() if e.get("n_params")), None)
+        if n == "calibrated_screen":   # one seed: seed-to-seed variance of the fitness runs at its beta
+            from evaluators import load_suite
+
+            betas = set(load_suite(DERIVED[n]).groups[0].betas)
+            det, k = detectable(entries["fitness"], keep=lambda r: r["beta"] in betas, n_seeds=1)
+        else:
+            det, k = detectable(entries[n])
+        cost = f"{statistics.fmean(walls):.1f}" if walls else "see benchmarks/lm_speed.py"
+        out.append(f"| {n} | {what.get(n, '')} | {params or '-'} | {cost} | "
+                   f"{'n/a' if math.isnan(det) else f'{det:.4f} ({k} seed' + ('s)' if k > 1 else ')')} |")
+    rel = {n: reliability(entries[n], losses) for n in names}
+    out.append("\nSeed split-half reliability of each suite's ranking (Spearman-Brown): "
+               + ", ".join(f"{n} {v:.2f}" for n, v in rel.items() if not math.isnan(v))
+               + ". Two suites cannot agree beyond about sqrt(rel_A x rel_B): the noise ceiling below.")
+    out.append("\n## Rank correlations (95 % bootstrap CI over losses)\n\n| suite A | suite B | Spearman rho | "
+               "Kendall tau | noise ceiling |\n|---|---|---|---|---|")
+    for a, b, rho, ci_r, tau, ci_t in correlations(table, names, losses, args.bootstrap):
+        ceiling = math.sqrt(rel[a] * rel[b]) if rel[a] > 0 and rel[b] > 0 else math.nan
+        out.append(f"| {a} | {b} | {rho:.2f} [{ci_r[0]:.2f}, {ci_r[1]:.2f}] | {tau:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}] | "
+                   f"{'-' if math.isnan(ceiling) else f'{ceiling:.2f}'} |")
+    out.append("\n## Scores (fitness of each loss on each suite)\n\n| loss | " + " | ".join(names) + " |\n|---|"
+               + "---|" * len(names))
+    for l in sorted(losses, key=lambda l: -table.get("fitness", table[names[0]])[l]):
+        out.append(f"| {l} | " + " | ".join(f"{table[n][l]:.4f}" for n in names) + " |")
+    out.append(f"\nWall time {time.perf_counter() - start:.0f} s; load average at end {os.getloadavg()[0]:.1f}.")
+    text = "\n".join(out)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
