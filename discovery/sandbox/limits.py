@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evaluators.paths import default_cache_dir
+
 # Environment variables a sandbox process may inherit from the parent (values copied if present).
 ENV_PASSTHROUGH: tuple[str, ...] = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
@@ -87,15 +89,9 @@ class SandboxLimits:
         return cls(**known)
 
 
-def default_cache_dir() -> str:
-    """The evaluators' reference-model cache, resolved in the parent (children get no env)."""
-    return os.environ.get("PREFDISCO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                               "prefdisco")
-
-
 def resolve_cache_dir(limits: SandboxLimits) -> str:
     return os.path.abspath(limits.cache_dir or limits.extra_env.get("PREFDISCO_CACHE")
-                           or default_cache_dir())
+                           or str(default_cache_dir()))
 
 
 def worker_environment(limits: SandboxLimits, home: str) -> dict[str, str]:
