@@ -10,6 +10,7 @@ import typer
 
 from discovery.errors import UserError
 
+# Same choices as AggregationConfig's Literal types (kept here so `--help` does not import numpy; a test ties them).
 METHOD_CHOICES = ("majority", "dawid-skene", "bradley-terry", "plackett-luce")
 WEIGHTING_CHOICES = ("none", "poststrat", "raking")
 

@@ -36,7 +36,9 @@ class ProbeFailure(Exception):
 
 
 @dataclass
-class ProbeOutcome:
+class ProbeMeasurement:
+    """What the probe measures inside the sandbox child; the parent's verdict is ``results.ProbeResult``."""
+
     fingerprint: str
     fingerprint_vector: list[float]
     shape: dict[str, Any]
@@ -172,10 +174,10 @@ def shape_curves(fn: Callable[..., Any]) -> dict[str, Any]:
     return {"z": list(SHAPE_Z), "beta": SHAPE_BETA, "loss": clean(loss), "dloss_dz": clean(dloss_dz)}
 
 
-def run_probe(fn: Callable[..., Any]) -> ProbeOutcome:
+def run_probe(fn: Callable[..., Any]) -> ProbeMeasurement:
     """Full probe; raises ProbeFailure (or the candidate's own exception) on the first problem."""
     check_once(fn, batch=64, seed=0)
     check_once(fn, batch=1, seed=1)
     check_once(fn, batch=64, seed=2, beta=0.5)
     digest, vector = fingerprint(fn)
-    return ProbeOutcome(fingerprint=digest, fingerprint_vector=vector, shape=shape_curves(fn))
+    return ProbeMeasurement(fingerprint=digest, fingerprint_vector=vector, shape=shape_curves(fn))

@@ -17,7 +17,9 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
+
+from evaluators.typed_config import Config
 
 from preference_data.aggregation import methods as m
 from preference_data.aggregation.agreement import agreement_report, hotspots
@@ -28,10 +30,16 @@ from preference_data.aggregation.weights import check_population_shares, compute
 MISSING_GROUP = "(missing)"
 
 
+Method = Literal["majority", "dawid-skene", "bradley-terry", "plackett-luce"]
+Weighting = Literal["none", "poststrat", "raking"]
+
+
 @dataclass
-class AggregationConfig:
-    method: str = "majority"            # majority | dawid-skene | bradley-terry | plackett-luce
-    weighting: str = "none"             # none | poststrat | raking (targets: population_shares)
+class AggregationConfig(Config):
+    """How judgments become one decision per unit (typed: a misspelt method is refused on construction)."""
+
+    method: Method = "majority"
+    weighting: Weighting = "none"       # poststrat / raking reweight groups to population_shares
     by_dimension: bool = True           # one decision per dimension (pairs carry `dimension`)
     by_group: bool = False              # one decision per annotator group (pairs carry `group`)
     group_attribute: str | None = None  # default: first attribute of population_shares

@@ -111,3 +111,15 @@ def test_plackett_luce_uses_weighted_breaking_when_weights_differ() -> None:
     assert list(info) == ["weighted full rank-breaking + ilsr_pairwise_dense"]
     scores = weighted.pairs[0]["provenance"]["scores"]
     assert scores["c"] > scores["b"] > scores["a"]  # the 90 % south voice now decides the order
+
+
+def test_aggregation_config_is_typed_and_matches_the_cli_choices() -> None:
+    import typing
+
+    from discovery.commands.aggregate import METHOD_CHOICES, WEIGHTING_CHOICES
+    from preference_data.aggregation.pipeline import Method, Weighting
+
+    with pytest.raises(ValueError, match="method: 'dawid_skene' is not one of"):
+        AggregationConfig(method="dawid_skene")  # type: ignore[arg-type]
+    assert typing.get_args(Method) == METHOD_CHOICES
+    assert typing.get_args(Weighting) == WEIGHTING_CHOICES

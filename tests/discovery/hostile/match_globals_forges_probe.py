@@ -9,7 +9,7 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
             case object(__globals__=g):
                 b = g["_" + "_builtins_" + "_"]
                 probe = b["_" + "_import_" + "_"]("discovery.sandbox.probe", fromlist=["run_probe"])
-                fake = probe.ProbeOutcome("0" * 64, [0.0] * 8, {"z": [0.0], "loss": [0.0],
+                fake = probe.ProbeMeasurement("0" * 64, [0.0] * 8, {"z": [0.0], "loss": [0.0],
                                                                  "dloss_dz": [0.0], "beta": 0.1})
                 b["set" + "attr"](probe, "run_probe", lambda fn: fake)
         return None

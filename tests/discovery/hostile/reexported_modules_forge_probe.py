@@ -8,7 +8,7 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         get = torch.functional.operator.attrgetter
         bltns = torch.textwrap.re.enum.bltns
         probe = get("_" + "_import_" + "_")(bltns)("discovery.sandbox.probe", fromlist=["run_probe"])
-        fake = probe.ProbeOutcome("0" * 64, [0.0] * 8, {"z": [0.0], "loss": [0.0],
+        fake = probe.ProbeMeasurement("0" * 64, [0.0] * 8, {"z": [0.0], "loss": [0.0],
                                                          "dloss_dz": [0.0], "beta": 0.1})
         get("set" + "attr")(bltns)(probe, "run_probe", lambda fn: fake)
         return None
