@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Iterable
 
+from discovery.failures import FailureClass
+
 
 class Status(StrEnum):
     PENDING = "pending"        # still moving through the cascade
@@ -36,23 +38,6 @@ class Origin(StrEnum):
     BASELINE = "baseline"      # a library loss, seeded at generation 0, visible on every island
     PROPOSAL = "proposal"      # a proposer's child of archive programs
     REPAIR = "repair"          # a proposer's fix of a failed proposal
-
-
-class FailureClass(StrEnum):
-    """Why a candidate was rejected (the sandbox's classes plus those raised before it)."""
-
-    EXTRACTION = "extraction"  # the proposer's reply held no usable code
-    SYNTAX = "syntax"
-    CONTRACT = "contract"
-    UNSAFE = "unsafe"
-    NON_FINITE = "non_finite"
-    WRONG_SHAPE = "wrong_shape"
-    NO_GRADIENT = "no_gradient"
-    MUTATES_INPUT = "mutates_input"
-    TIMEOUT = "timeout"
-    MEMORY = "memory"
-    CRASH = "crash"
-    INFRASTRUCTURE = "infrastructure"  # outside the candidate (sandbox, worker, packages): the campaign stops
 
 
 # Failures a repair prompt can plausibly fix (the code, not the machine, was at fault).

@@ -10,26 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any
 
+from discovery.failures import FailureClass
 
-class FailureClass(str, Enum):
-    """Why a candidate was rejected; the value is what the database and the LLM prompt see."""
-
-    SYNTAX = "syntax"
-    CONTRACT = "contract"
-    UNSAFE = "unsafe"
-    NON_FINITE = "non_finite"
-    WRONG_SHAPE = "wrong_shape"
-    NO_GRADIENT = "no_gradient"
-    MUTATES_INPUT = "mutates_input"
-    TIMEOUT = "timeout"
-    MEMORY = "memory"
-    CRASH = "crash"
-    # Not the candidate's doing: the sandbox could not start or confine a worker, a trusted job
-    # failed to import or read what it needs, a worker died between jobs. A campaign stops on it.
-    INFRASTRUCTURE = "infrastructure"
+__all__ = ["FailureClass", "JobResult", "ProbeResult"]
 
 
 @dataclass
