@@ -198,25 +198,25 @@ def withdraw_annotator(s: Session, annotator: Annotator) -> int:
     return n
 
 
+def _project_annotators(s: Session, project: str, annotator_ids: list[str]) -> list[Annotator]:
+    """The named annotators of ``project``; one unknown id refuses the whole request."""
+    p = get_project(s, project)
+    found = list(s.scalars(select(Annotator).where(Annotator.project_id == p.id,
+                                                   Annotator.id.in_(annotator_ids))).all())
+    missing = set(annotator_ids) - {a.id for a in found}
+    if missing:
+        raise StoreError(f"no annotator(s) {sorted(missing)} in project {project!r}")
+    return found
+
+
 def withdraw_annotators(db_url: str, project: str, annotator_ids: list[str]) -> int:
     with session_factory(db_url)() as s:
-        p = get_project(s, project)
-        found = s.scalars(select(Annotator).where(Annotator.project_id == p.id,
-                                                  Annotator.id.in_(annotator_ids))).all()
-        missing = set(annotator_ids) - {a.id for a in found}
-        if missing:
-            raise StoreError(f"no annotator(s) {sorted(missing)} in project {project!r}")
-        return sum(withdraw_annotator(s, a) for a in found)
+        return sum(withdraw_annotator(s, a) for a in _project_annotators(s, project, annotator_ids))
 
 
 def revoke_annotators(db_url: str, project: str, annotator_ids: list[str]) -> int:
     with session_factory(db_url)() as s, s.begin():
-        p = get_project(s, project)
-        found = s.scalars(select(Annotator).where(Annotator.project_id == p.id,
-                                                  Annotator.id.in_(annotator_ids))).all()
-        missing = set(annotator_ids) - {a.id for a in found}
-        if missing:
-            raise StoreError(f"no annotator(s) {sorted(missing)} in project {project!r}")
+        found = _project_annotators(s, project, annotator_ids)
         for a in found:
             a.revoked = True
         return len(found)
