@@ -85,16 +85,16 @@ def heldout_verdict(finalists: list[tuple[str, str, dict[str, Any] | None]], dpo
 def campaign_verdict(db: Any, heldout_suite: str) -> Verdict:
     """The campaign's held-out verdict: against tuned DPO where `prefdisco tune` stored tuned held-out
     runs for DPO, else against DPO as the campaign scored it."""
-    from discovery.archive.candidate import Stage, Status
+    from discovery.archive.candidate import Origin, Stage, Status, is_dpo
     from discovery.tuning.results import load_tuned_results
     from evaluators.suites import load_suite
 
     scoring = load_suite(heldout_suite).scoring
     tuned = load_tuned_results(db.url)
-    dpo_tuned = next((t for t in tuned.values() if t.get("origin") == "baseline" and t["name"].lower() == "dpo"), None)
+    dpo_tuned = next((t for t in tuned.values() if is_dpo(t["origin"], t["name"])), None)
     if dpo_tuned and dpo_tuned.get("tuned_heldout_result"):
         finalists = [(cid, t["name"], t.get("tuned_heldout_result")) for cid, t in tuned.items()
-                     if t.get("origin") != "baseline"]
+                     if t["origin"] != Origin.BASELINE]
         return heldout_verdict(finalists, dpo_tuned["tuned_heldout_result"], scoring, tuned=True)
     dpo = db.dpo()
     rows = [r for r in db.all(status=Status.EVALUATED) if not r.is_baseline and r.heldout is not None]

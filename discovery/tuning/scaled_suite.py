@@ -15,10 +15,11 @@ from typing import Any, Callable
 TUNE_JOB = "discovery.tuning.scaled_suite:scaled_suite_job"
 
 
-def training_split_seeds(suite: Any, count: int | None = None) -> list[int]:
+def training_split_seeds(suite: Any, count: int | None = None, *, avoid: Any = None) -> list[int]:
     """Seeds for tuning on `suite`'s own tier: the `count` (default: as many as its groups have)
-    integers after its largest seed, so the split shares no instance with the suite itself."""
-    seeds = [s for g in suite.groups for s in g.seeds]
+    integers after its largest seed (and `avoid`'s: e.g. the suite as declared, when `suite` uses
+    fewer seeds), so the split shares no instance with the suite itself."""
+    seeds = [s for x in (suite, avoid) if x is not None for g in x.groups for s in g.seeds]
     n = count if count is not None else max(len(g.seeds) for g in suite.groups)
     if n < 1:
         raise ValueError("a training split needs at least one seed")

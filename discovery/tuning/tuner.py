@@ -129,10 +129,10 @@ class Tuner:
         self.heldout_suite = cascade.heldout_suite
         self.heldout_seeds = cascade.heldout_seeds
         self.cache_dir = campaign.cache_dir()
-        suite = load_suite(self.heldout_suite)  # the verdict's tier: tune there, on its own training split
-        suite = suite.with_overrides(seeds=self.heldout_seeds) if self.heldout_seeds else suite
+        declared = load_suite(self.heldout_suite)  # the verdict's tier: tune there, on its own training split
+        suite = declared.with_overrides(seeds=self.heldout_seeds) if self.heldout_seeds else declared
         self.heldout_scoring = suite.scoring
-        self.split_seeds = training_split_seeds(suite, config.split_seeds)
+        self.split_seeds = training_split_seeds(suite, config.split_seeds, avoid=declared)
         self.tuning_suite = f"{suite.name} on seeds {self.split_seeds[0]}-{self.split_seeds[-1]}"
         self.failure_score = float(suite.scoring.failure_score)
         self.ref_beta, self.ref_lr = suite_reference(suite)

@@ -55,6 +55,8 @@ def test_training_split_is_the_same_tier_on_seeds_disjoint_from_the_suite():
                                                                                              h.noises, h.config)
     with pytest.raises(ValueError, match="own seeds"):
         scaled_suite(heldout, split_seeds=[h.seeds[0], 99])
+    fewer = heldout.with_overrides(seeds=2)  # a campaign scoring held-out on 2 of its seeds
+    assert training_split_seeds(fewer, avoid=heldout) == [max(h.seeds) + 1, max(h.seeds) + 2]
 
 
 def test_tuner_tunes_on_the_heldout_tier_split_and_uses_those_settings_on_heldout(tmp_path):

@@ -51,3 +51,56 @@ def test_missing_or_unpairable_results_give_no_verdict() -> None:
     other_seeds = stored("a", DPO, seeds=[1, 2, 3, 4, 5])
     v = heldout_verdict([("x", "a", other_seeds), ("y", "b", None)], stored("dpo", DPO), Scoring())
     assert v.best_id is None and "no discovered finalist has a held-out score paired with DPO" in v.text
+
+
+@pytest.mark.slow
+def test_run_leaderboard_and_report_headline_the_same_paired_heldout_verdict(tmp_path):
+    """A real (tiny, sandboxed) campaign through the CLI: the run's last line, the leaderboard and the
+    report's headline all give the held-out verdict against DPO with the paired s.e., and --json
+    carries the same numbers."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from test_e2e_llm import mutation_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**mutation_config(11), "cascade": {**mutation_config(11)["cascade"],
+                                                                       "screen_suite": None, "heldout_top_k": 2}}))
+
+    def cli(*args: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "PREFDISCO_CRASH_AT"}
+        done = subprocess.run([sys.executable, "-m", "discovery.commands", *args], env=env, capture_output=True,
+                              text=True, timeout=300, cwd=root)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    out = tmp_path / "run"
+    lines = cli("run", str(config), "--out", str(out)).strip().splitlines()
+    verdict_line = lines[-1]
+    assert re.fullmatch(r"(held-out: \S+ - dpo = [+-]\d\.\d{4} ± \d\.\d{4} \(paired s\.e\., n=2\) -> beats DPO by "
+                        r"\d+\.\d s\.e\.|no candidate beats DPO on held-out \(best: \S+ - dpo = [+-]\d\.\d{4} ± "
+                        r"\d\.\d{4} \(paired s\.e\., n=2\); detectable at 2 s\.e\.: \d\.\d{4}\))", verdict_line), lines
+    assert any("(fitness is what the search optimised, not the verdict)" in line for line in lines)
+    resumed = json.loads(cli("run", "--resume", str(out), "--json"))
+    assert resumed["verdict"]["text"] == verdict_line and resumed["verdict"]["n"] == 2
+    assert len(resumed["verdict"]["comparisons"]) == 2  # both finalists, each paired with DPO
+
+    board = cli("leaderboard", str(out))
+    assert verdict_line in " ".join(board.split()) or verdict_line.replace(" ", "") in board.replace(" ", "").replace("\n", "")
+    rows = json.loads(cli("leaderboard", str(out), "--json"))
+    best = next(r for r in rows if r["id"] == resumed["verdict"]["best_id"])
+    assert best["heldout_vs_dpo"] == pytest.approx(resumed["verdict"]["difference"])
+    assert best["heldout_vs_dpo_se"] == pytest.approx(resumed["verdict"]["se"])
+    assert best["heldout_vs_dpo"] == pytest.approx(best["heldout"] - next(r for r in rows if r["name"] == "dpo")["heldout"])
+
+    report = json.loads(cli("report", str(out), "--json"))
+    assert report["verdict"]["text"] == verdict_line
+    html = Path(report["path"]).read_text()
+    assert 'id="verdict"' in html and "paired s.e., n=2" in html
