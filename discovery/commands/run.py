@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             result = campaign.run()
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        from discovery.commands.views import campaign_verdict_of
+
+        result.verdict = campaign_verdict_of(result.out_dir).to_dict()  # vs tuned DPO where `prefdisco tune` ran
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -80,7 +83,7 @@ def _heldout_now(campaign, k: int) -> None:  # type: ignore[no-untyped-def]
         campaign.evaluate_heldout(dpo + finalists)
     finally:
         campaign.close()
-    from discovery.review.verdict import campaign_verdict
+    from discovery.commands.views import campaign_verdict_of
 
     typer.echo(f"held-out suite evaluated for {len(finalists)} finalist(s) and DPO")
-    typer.echo(campaign_verdict(campaign.db, campaign.config.cascade.heldout_suite).text)
+    typer.echo(campaign_verdict_of(campaign.out_dir).text)

@@ -21,7 +21,7 @@ PAIRED_FIELDS = ("fitness_vs_dpo", "fitness_vs_dpo_se", "heldout_vs_dpo", "heldo
 
 def _paired_columns(stages: dict[str, Any], dpo_stages: dict[str, Any], scorings: dict[str, Any]) -> dict[str, Any]:
     """Paired difference with DPO (same seeds, data, labels, noise) on the fitness and held-out suites."""
-    from discovery.review.verdict import paired_vs
+    from discovery.archive.verdict import paired_vs
 
     out: dict[str, Any] = dict.fromkeys(PAIRED_FIELDS)
     for stage in ("fitness", "heldout"):

@@ -399,7 +399,7 @@ class Campaign:
         best = max((r for r in proposals if r.fitness is not None and r.status is Status.EVALUATED),
                    key=lambda r: (r.fitness, -r.seq), default=None)
         dpo = find_dpo(rows)
-        from discovery.review.verdict import campaign_verdict, paired_vs
+        from discovery.archive.verdict import campaign_heldout_verdict, paired_vs
         from evaluators.suites import load_suite
 
         paired = None
@@ -415,5 +415,5 @@ class Campaign:
             best_fitness_se=best.fitness_se if best else None,
             dpo_fitness=dpo.fitness if dpo else None, dpo_fitness_se=dpo.fitness_se if dpo else None,
             stopped_by=stopped_by, wall_time_s=time.time() - self.started, fitness_vs_dpo=paired,
-            verdict=campaign_verdict(self.db, self.config.cascade.heldout_suite).to_dict(),
+            verdict=campaign_heldout_verdict(self.db, self.config.cascade.heldout_suite).to_dict(),
         )

@@ -76,7 +76,7 @@ def compact_result(value: dict[str, Any]) -> dict[str, Any]:
 def claim(results: list[TunedResult], scoring: Any = None) -> dict[str, Any]:
     """The winner's claim: tuned finalists against tuned DPO on the held-out suite, paired by seed
     (each loss at its own tuned beta; seeds, data, labels and noise common)."""
-    from discovery.review.verdict import heldout_verdict
+    from discovery.archive.verdict import heldout_verdict
     from evaluators.suites import Scoring
 
     dpo = next((r for r in results if is_dpo(r.origin, r.name)), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.review.verdict import heldout_verdict
+from discovery.archive.verdict import heldout_verdict
 from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Scoring
 
