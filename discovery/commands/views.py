@@ -124,12 +124,13 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"leaderboard — {campaign_dir}")
-        widths = {"name": 30, "proposer": 14, "parents": 22}
+        widths = {"name": 24, "parents": 18}  # the proposer is in `show` and --json
         tuned = any(r["tuned_fitness"] is not None for r in rows)  # columns appear after `prefdisco tune`
-        cols = ("rank", "id", "name", "status", "fitness", "vs DPO", "held-out", "vs DPO (held-out)") + (
-            ("tuned", "tuned held-out") if tuned else ()) + ("proposer", "parents")
+        cols = ("#", "id", "name", "status", "fitness", "vs DPO", "held-out", "held-out vs DPO") + (
+            ("tuned", "tuned held-out") if tuned else ()) + ("parents",)
         for col in cols:
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col))
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col),
+                             min_width=None if col in widths or col == "#" else min(len(col) + 6, 16))
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
@@ -137,11 +138,11 @@ def register(app: typer.Typer) -> None:
             table.add_row(str(i), r["id"], r["name"], status, format_score(r["fitness"], r["fitness_se"]),
                           format_signed(r["fitness_vs_dpo"], r["fitness_vs_dpo_se"]),
                           format_score(r["heldout"], r["heldout_se"]),
-                          format_signed(r["heldout_vs_dpo"], r["heldout_vs_dpo_se"]), *(extra if tuned else ()), r["proposer"],
+                          format_signed(r["heldout_vs_dpo"], r["heldout_vs_dpo_se"]), *(extra if tuned else ()),
                           ",".join(r["parents"]), style=style)
         console = Console()
         if not console.is_terminal:
-            console = Console(width=140)  # piped output: do not squeeze to 80 columns
+            console = Console(width=160)  # piped output: do not squeeze to 80 columns
         console.print(table)
         console.print("vs DPO: paired difference with DPO on the same seeds, data, labels and sampling noise "
                       "± its paired s.e.", highlight=False)
