@@ -93,7 +93,7 @@ def test_run_leaderboard_and_report_headline_the_same_paired_heldout_verdict(tmp
     assert len(resumed["verdict"]["comparisons"]) == 2  # both finalists, each paired with DPO
 
     board = cli("leaderboard", str(out))
-    assert verdict_line in " ".join(board.split()) or verdict_line.replace(" ", "") in board.replace(" ", "").replace("\n", "")
+    assert board.strip().splitlines()[-1] == verdict_line  # printed unwrapped, last
     rows = json.loads(cli("leaderboard", str(out), "--json"))
     best = next(r for r in rows if r["id"] == resumed["verdict"]["best_id"])
     assert best["heldout_vs_dpo"] == pytest.approx(resumed["verdict"]["difference"])
