@@ -307,7 +307,7 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
         "best": best, "verdict": verdict.to_dict(),  # the headline: held-out, paired with (tuned) DPO
         "proposer": cfg.proposer.kind,
         "models": [m.model for m in cfg.proposer.llm.models],
-        "suites": {s: getattr(cfg.cascade, f"{s}_suite") for s in SUITE_STAGES},
+        "suites": {s: getattr(cfg.cascade, f"{s}_suite") or "none" for s in SUITE_STAGES},
         "seed": cfg.seed,
     }
 
