@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
                           format_score(r["untuned_heldout"], r["untuned_heldout_se"]),
                           format_score(r["tuned_heldout"], r["tuned_heldout_se"]), params,
                           f"{r['trials_complete']}/{r['trials_pruned']}/{r['trials_failed']}")
-        Console().print(table)
+        console = Console()
+        console.print(table, width=None if console.is_terminal else 160)  # piped: do not squeeze to 80 columns
         split = next((r["tuning_suite"] for r in out["results"] if r.get("tuning_suite")), "the held-out tier")
         typer.echo(f"tuned on {split}: the held-out suite's tier and regime on seeds it never uses. beta/lr are "
                    "in the held-out suite's units (a trial scales its beta sweep and learning rate by one factor "

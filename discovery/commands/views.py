@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             ("tuned", "tuned held-out") if tuned else ()) + ("parents",)
         for col in cols:
             table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col),
-                             min_width=None if col in widths or col == "#" else min(len(col) + 6, 16))
+                             min_width=2 if col == "#" else None if col in widths else min(len(col) + 6, 16))
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
                           ",".join(r["parents"]), style=style)
         console = Console()
         if not console.is_terminal:
-            console = Console(width=160)  # piped output: do not squeeze to 80 columns
+            console = Console(width=200)  # piped output: do not squeeze to 80 columns
         console.print(table)
         console.print("vs DPO: paired difference with DPO on the same seeds, data, labels and sampling noise "
                       "± its paired s.e.", highlight=False)
