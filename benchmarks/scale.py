@@ -82,7 +82,7 @@ def run_setup(kind: str, workers: int, candidates: int, root: Path) -> dict:
     ex = make_executor(kind, num_workers=workers)
     start_s = time.perf_counter() - start
     try:
-        warm(ex, workers, cfg.cascade.screen_suite)
+        warm(ex, workers, cfg.cascade.screen_suite or cfg.cascade.fitness_suite)  # the quickstart has no screen
         rt = roundtrip_ms(ex)
         out = root / f"{kind}-{workers}"
         t = time.perf_counter()

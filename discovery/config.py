@@ -78,7 +78,7 @@ class DatabaseConfig(Config):
 class CascadeConfig(Config):
     """Stages and their gates; thresholds are relative to DPO's score on the same suite."""
 
-    screen_suite: str = "screen"
+    screen_suite: str | None = "screen"  # None: no screen (keep one only where it predicts the fitness)
     fitness_suite: str = "fitness"
     heldout_suite: str = "heldout"
     screen_seeds: int | None = None  # None: the suite's own seed count
@@ -150,6 +150,8 @@ def resolve_paths(cfg: CampaignConfig, base: Path) -> CampaignConfig:
     c = cfg.cascade
     for attr in ("screen_suite", "fitness_suite", "heldout_suite"):
         value = getattr(c, attr)
+        if value is None:
+            continue
         if value.endswith((".yaml", ".yml")) or "/" in value:
             path = Path(value).expanduser()
             path = path if path.is_absolute() else (base / path)

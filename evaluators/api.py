@@ -76,6 +76,7 @@ def evaluate_loss(
                 run.extra["cpu_time_s"] = cpu_each  # vs wall: shows CPU contention
                 run.extra["kl_budget"] = spec.kl_budget
                 run.extra["task_params"] = dict(spec.task_params)
+                run.extra["group"] = spec.group  # suite group index: what paired comparisons match on
                 run.extra["score"] = run_score(run, suite_obj.scoring, spec.kl_budget)
                 runs.append(run)
                 groups.append(spec.group)

@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             result = campaign.run()
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        from discovery.commands.views import campaign_verdict_of
+
+        result.verdict = campaign_verdict_of(result.out_dir).to_dict()  # vs tuned DPO where `prefdisco tune` ran
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -57,13 +60,18 @@ def register(app: typer.Typer) -> None:
         if result.dpo_fitness is not None:
             typer.echo(f"DPO fitness {result.dpo_fitness:.4f} ± {result.dpo_fitness_se or 0:.4f}")
         if result.best_id is not None:
-            gain = result.best_fitness - (result.dpo_fitness or 0.0)
-            # unpaired s.e. of the difference: conservative, since both share the suite's seeds
-            se = ((result.best_fitness_se or 0.0) ** 2 + (result.dpo_fitness_se or 0.0) ** 2) ** 0.5
-            typer.echo(f"best {result.best_id}: {result.best_fitness:.4f} ± {result.best_fitness_se or 0:.4f} "
-                       f"(vs DPO {gain:+.4f}, s.e. of the difference {se:.4f})")
+            typer.echo(f"best on the search fitness {result.best_id}: {result.best_fitness:.4f} ± "
+                       f"{result.best_fitness_se or 0:.4f}" + _paired_text(result.fitness_vs_dpo)
+                       + " (fitness is what the search optimised, not the verdict)")
         typer.echo(f"review: prefdisco leaderboard {result.out_dir}")
+        typer.echo((result.verdict or {}).get("text") or "no held-out verdict")
 
+
+def _paired_text(d: dict | None) -> str:  # type: ignore[type-arg]
+    if not d:
+        return ""
+    se = f"{d['se']:.4f}" if d.get("se") is not None else "n/a"
+    return f", vs DPO {d['difference']:+.4f} ± {se} (paired s.e., n={d['n']})"
 
 def _heldout_now(campaign, k: int) -> None:  # type: ignore[no-untyped-def]
     from discovery.archive.candidate import Status
@@ -75,4 +83,7 @@ def _heldout_now(campaign, k: int) -> None:  # type: ignore[no-untyped-def]
         campaign.evaluate_heldout(dpo + finalists)
     finally:
         campaign.close()
+    from discovery.commands.views import campaign_verdict_of
+
     typer.echo(f"held-out suite evaluated for {len(finalists)} finalist(s) and DPO")
+    typer.echo(campaign_verdict_of(campaign.out_dir).text)

@@ -47,8 +47,9 @@ def register(app: typer.Typer) -> None:
         config: TuningConfig,
     ) -> None:
         """Tune beta, learning rate and loss constants for the top-K candidates and the baselines
-        (equal budget), then score them on the held-out suite; resumable (studies live in the
-        campaign database). The winner's claim is made against tuned DPO."""
+        (equal budget) on a training split of the held-out suite's tier (its regime on other seeds),
+        then score them on the held-out suite at those settings; resumable (studies live in the
+        campaign database). The verdict is held-out, tuned finalists vs tuned DPO, paired by seed."""
         from discovery.executors import make_executor
         from discovery.tuning.tuner import Tuner
 
@@ -76,17 +77,21 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"tuned vs untuned ({trials} trials per loss)")
-        for col in ("id", "name", "fitness", "tuned fitness", "held-out", "tuned held-out", "tuned params",
-                    "trials c/p/f"):
+        for col in ("id", "name", "fitness (search)", "split untuned", "split tuned", "held-out",
+                    "tuned held-out", "tuned params", "trials c/p/f"):
             table.add_column(col, overflow="fold")
         for r in out["results"]:
             params = ", ".join(f"{k}={v:.3g}" for k, v in sorted(r["params"].items()))
             table.add_row(r["candidate_id"], r["name"], format_score(r["untuned_fitness"], r["untuned_fitness_se"]),
+                          format_score(r["default_trial_fitness"]),
                           format_score(r["tuned_fitness"], r["tuned_fitness_se"]),
                           format_score(r["untuned_heldout"], r["untuned_heldout_se"]),
                           format_score(r["tuned_heldout"], r["tuned_heldout_se"]), params,
                           f"{r['trials_complete']}/{r['trials_pruned']}/{r['trials_failed']}")
-        Console().print(table)
-        typer.echo("beta/lr are in the fitness suite's units: a trial scales every beta of the sweep and every "
-                   "learning rate by one factor each (trial 0 = untuned); held-out runs use the tuned factors.")
-        typer.echo(f"claim: {out['claim']['text']}")
+        console = Console()
+        console.print(table, width=None if console.is_terminal else 160)  # piped: do not squeeze to 80 columns
+        split = next((r["tuning_suite"] for r in out["results"] if r.get("tuning_suite")), "the held-out tier")
+        typer.echo(f"tuned on {split}: the held-out suite's tier and regime on seeds it never uses. beta/lr are "
+                   "in the held-out suite's units (a trial scales its beta sweep and learning rate by one factor "
+                   "each; trial 0 = untuned); the tuned held-out runs use those factors.")
+        typer.echo(out["claim"]["text"])

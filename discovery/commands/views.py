@@ -16,25 +16,67 @@ LEADERBOARD_FIELDS = ("id", "name", "status", "failure_class", "fitness", "fitne
 TUNED_FIELDS = ("tuned_fitness", "tuned_fitness_se", "tuned_heldout", "tuned_heldout_se")  # from `prefdisco tune`
 
 
+PAIRED_FIELDS = ("fitness_vs_dpo", "fitness_vs_dpo_se", "heldout_vs_dpo", "heldout_vs_dpo_se", "paired_n")
+
+
+def _paired_columns(stages: dict[str, Any], dpo_stages: dict[str, Any], scorings: dict[str, Any]) -> dict[str, Any]:
+    """Paired difference with DPO (same seeds, data, labels, noise) on the fitness and held-out suites."""
+    from discovery.archive.verdict import paired_vs
+
+    out: dict[str, Any] = dict.fromkeys(PAIRED_FIELDS)
+    for stage in ("fitness", "heldout"):
+        d = paired_vs(stages.get(stage), dpo_stages.get(stage), scorings[stage])
+        if d is not None:
+            out[f"{stage}_vs_dpo"] = d.difference
+            out[f"{stage}_vs_dpo_se"] = d.se if d.se == d.se else None
+            out["paired_n"] = out["paired_n"] or {}
+            out["paired_n"][stage] = d.n
+    return out
+
+
 def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
     from discovery.archive.campaign_dir import CampaignDir
+    from discovery.review.report import read_stage_results
     from discovery.tuning.results import load_tuned_results
+    from evaluators.suites import load_suite
 
-    db = CampaignDir.open(campaign_dir).database()
+    campaign = CampaignDir.open(campaign_dir)
+    cascade = campaign.config().cascade
+    scorings = {"fitness": load_suite(cascade.fitness_suite).scoring,
+                "heldout": load_suite(cascade.heldout_suite).scoring}
+    db = campaign.database()
     try:
         rows = db.leaderboard()
         tuned = load_tuned_results(db.url)  # {} until `prefdisco tune` has run
+        stage_results = read_stage_results(db)
+        dpo = db.dpo()
     finally:
         db.close()
+    dpo_stages = stage_results.get(dpo.id, {}) if dpo else {}
     out = []
     for c in rows:
         r = c.to_dict()
         item = {k: r[k] for k in LEADERBOARD_FIELDS}
         item["parents"] = item.pop("parent_ids")
+        item.update(_paired_columns(stage_results.get(r["id"], {}), dpo_stages, scorings)
+                    if dpo is not None and not c.is_dpo else dict.fromkeys(PAIRED_FIELDS))
         t = tuned.get(r["id"]) or {}
         item.update({k: t.get(k) for k in TUNED_FIELDS}, tuned_params=t.get("params"))
         out.append(item)
     return out
+
+
+def campaign_verdict_of(campaign_dir: Path) -> Any:
+    """The held-out verdict (vs tuned DPO where `prefdisco tune` ran) of a campaign directory."""
+    from discovery.archive.campaign_dir import CampaignDir
+    from discovery.review.verdict import campaign_verdict
+
+    campaign = CampaignDir.open(campaign_dir)
+    db = campaign.database()
+    try:
+        return campaign_verdict(db, campaign.config().cascade.heldout_suite)
+    finally:
+        db.close()
 
 
 def format_score(x: Any, se: Any = None) -> str:
@@ -44,17 +86,11 @@ def format_score(x: Any, se: Any = None) -> str:
     return f"{x:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
-def _print_tuning_claim(campaign_dir: Path) -> None:
-    """The winner's claim against tuned DPO, as `prefdisco tune` stored it."""
-    from discovery.archive.campaign_dir import CampaignDir
-
-    db = CampaignDir.open(campaign_dir).database()
-    try:
-        claim = db.get_meta("tuning_claim")
-    finally:
-        db.close()
-    if claim:
-        typer.echo(f"tuned (prefdisco tune): {claim['text']}")
+def format_signed(x: Any, se: Any = None) -> str:
+    """A paired difference with its s.e. ("—" when not computed)."""
+    if x is None:
+        return "—"
+    return f"{x:+.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
@@ -83,29 +119,34 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
+        verdict = campaign_verdict_of(campaign_dir)
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"leaderboard — {campaign_dir}")
-        widths = {"name": 30, "proposer": 14, "parents": 22}
+        widths = {"name": 24, "parents": 18}  # the proposer is in `show` and --json
         tuned = any(r["tuned_fitness"] is not None for r in rows)  # columns appear after `prefdisco tune`
-        cols = ("rank", "id", "name", "status", "fitness", "held-out") + (
-            ("tuned", "tuned held-out") if tuned else ()) + ("proposer", "parents")
+        cols = ("#", "id", "name", "status", "fitness", "vs DPO", "held-out", "held-out vs DPO") + (
+            ("tuned", "tuned held-out") if tuned else ()) + ("parents",)
         for col in cols:
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col))
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=widths.get(col),
+                             min_width=2 if col == "#" else None if col in widths else min(len(col) + 6, 16))
         for i, r in enumerate(rows[:limit], 1):
             status = r["status"] + (f" ({r['failure_class']})" if r["failure_class"] else "")
             style = "bold green" if r["origin"] == "proposal" and r["status"] == "evaluated" and i <= 3 else None
             extra = (format_score(r["tuned_fitness"], r["tuned_fitness_se"]), format_score(r["tuned_heldout"], r["tuned_heldout_se"]))
             table.add_row(str(i), r["id"], r["name"], status, format_score(r["fitness"], r["fitness_se"]),
-                          format_score(r["heldout"], r["heldout_se"]), *(extra if tuned else ()), r["proposer"],
+                          format_signed(r["fitness_vs_dpo"], r["fitness_vs_dpo_se"]),
+                          format_score(r["heldout"], r["heldout_se"]),
+                          format_signed(r["heldout_vs_dpo"], r["heldout_vs_dpo_se"]), *(extra if tuned else ()),
                           ",".join(r["parents"]), style=style)
         console = Console()
         if not console.is_terminal:
-            console = Console(width=140)  # piped output: do not squeeze to 80 columns
+            console = Console(width=200)  # piped output: do not squeeze to 80 columns
         console.print(table)
-        if tuned:
-            _print_tuning_claim(campaign_dir)
+        console.print("vs DPO: paired difference with DPO on the same seeds, data, labels and sampling noise "
+                      "± its paired s.e.", highlight=False)
+        console.print(verdict.text, highlight=False, soft_wrap=True)
 
     @app.command("show")
     def show(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),

@@ -252,6 +252,7 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
     """Read every record of a campaign (safe while it is still running) and build the plots."""
     from discovery.config import config_to_dict
     from discovery.review import plots
+    from discovery.review.verdict import campaign_verdict
     from discovery.tuning.results import load_tuned_results
 
     campaign = CampaignDir.open(campaign_dir)
@@ -263,6 +264,7 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
         stage_results = read_stage_results(db)
         tuned = load_tuned_results(db.url)  # {} until `prefdisco tune` has run
         tuning_claim = db.get_meta("tuning_claim") if tuned else None
+        verdict = campaign_verdict(db, cfg.cascade.heldout_suite)
     finally:
         db.close()
     events = campaign.events()
@@ -302,10 +304,10 @@ def gather(campaign_dir: str | Path) -> CampaignReport:
         "cost_usd": sum(r.cost_usd for r in proposals), "max_cost_usd": budget.max_cost_usd,
         "wall_time_s": active_wall_time(events), "max_wall_time_s": budget.max_wall_time_s,
         "stopped_by": stopped_by, "generations": max((r.generation for r in rows), default=0),
-        "best": best, "best_gain": (best.fitness - dpo.fitness) if best and dpo and dpo.fitness is not None else None,
+        "best": best, "verdict": verdict.to_dict(),  # the headline: held-out, paired with (tuned) DPO
         "proposer": cfg.proposer.kind,
         "models": [m.model for m in cfg.proposer.llm.models],
-        "suites": {s: getattr(cfg.cascade, f"{s}_suite") for s in SUITE_STAGES},
+        "suites": {s: getattr(cfg.cascade, f"{s}_suite") or "none" for s in SUITE_STAGES},
         "seed": cfg.seed,
     }
 
@@ -364,6 +366,7 @@ class ReportSummary:
     images: int
     bytes: int
     wall_time_s: float
+    verdict: dict[str, Any] = field(default_factory=dict)  # the headline: held-out verdict vs (tuned) DPO
 
 
 def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> ReportSummary:
@@ -380,4 +383,5 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> Rep
     tmp.replace(path)
     images = 1 + sum(len(p.plots) for p in report.pages)
     return ReportSummary(path=str(path), candidates=len(report.pages), evaluated=len(report.leaderboard),
-                         images=images, bytes=len(html.encode()), wall_time_s=time.perf_counter() - start)
+                         images=images, bytes=len(html.encode()), wall_time_s=time.perf_counter() - start,
+                         verdict=report.summary["verdict"])

@@ -73,6 +73,8 @@ class CampaignResult:
     dpo_fitness_se: float | None
     stopped_by: str
     wall_time_s: float
+    fitness_vs_dpo: dict[str, Any] | None = None  # best's paired difference with DPO on the search suite
+    verdict: dict[str, Any] | None = None  # the held-out verdict against DPO (discovery.review.verdict)
 
 
 class CampaignCannotEvaluate(UserError):
@@ -397,11 +399,21 @@ class Campaign:
         best = max((r for r in proposals if r.fitness is not None and r.status is Status.EVALUATED),
                    key=lambda r: (r.fitness, -r.seq), default=None)
         dpo = find_dpo(rows)
+        from discovery.archive.verdict import campaign_heldout_verdict, paired_vs
+        from evaluators.suites import load_suite
+
+        paired = None
+        if best is not None and dpo is not None:
+            scoring = load_suite(self.config.cascade.fitness_suite).scoring
+            d = paired_vs(self.db.stage_result(best.id, Stage.FITNESS), self.db.stage_result(dpo.id, Stage.FITNESS),
+                          scoring)
+            paired = d.to_dict() if d is not None else None
         return CampaignResult(
             out_dir=self.out_dir, candidates=len(proposals),
             evaluated=sum(r.status is Status.EVALUATED for r in proposals),
             best_id=best.id if best else None, best_fitness=best.fitness if best else None,
             best_fitness_se=best.fitness_se if best else None,
             dpo_fitness=dpo.fitness if dpo else None, dpo_fitness_se=dpo.fitness_se if dpo else None,
-            stopped_by=stopped_by, wall_time_s=time.time() - self.started,
+            stopped_by=stopped_by, wall_time_s=time.time() - self.started, fitness_vs_dpo=paired,
+            verdict=campaign_heldout_verdict(self.db, self.config.cascade.heldout_suite).to_dict(),
         )

@@ -1,7 +1,7 @@
 """The evaluation cascade: cheap checks first, so a bad candidate costs milliseconds, not minutes.
 
     static validation (AST, in-process) -> sandbox probe (numerics + fingerprint)
-      -> screen suite (bandit tier)  -- gated: >= DPO's screen score - margin
+      -> screen suite (optional)  -- gated: >= DPO's screen score - margin
       -> fitness suite (tinylm tier) -> [held-out suite, finalists only, never shown to proposers]
 
 The cascade owns the stage machine: `next_stage` says what a candidate runs next, and `run` runs
@@ -193,6 +193,8 @@ class Cascade:
         elif stage is Stage.PROBE:
             out = self.probe(c.code or "")
             updates.update(fingerprint=out.fingerprint, behaviour=out.behaviour)
+        elif stage is Stage.SCREEN and self.config.screen_suite is None:
+            out = StageOutcome(Stage.SCREEN, True, message="no screen configured")
         elif stage is Stage.SCREEN:
             out = self.suite(stage, None if baseline else c.code, loss_name=c.name)
             updates["screen_fitness"] = out.value

@@ -20,6 +20,8 @@ class TuningConfig(Config):
     baselines: list[str] | None = field(default=None, metadata=_help(
         "Baselines to tune besides the finalists; None: every campaign baseline with a fitness (dpo always)."))
     heldout: bool = field(default=True, metadata=_help("Held-out suite at the tuned settings."))
+    split_seeds: int | None = field(default=None, metadata=_help(
+        "Seeds of the training split tuned on (the held-out tier on seeds after its own); None: as many as it has."))
     seed: int = field(default=0, metadata=_help("Sampler seed (per study: derived from this and the candidate id)."))
     beta_range: float = field(default=5.0, metadata=_help(
         "beta searched log-uniformly between b/R and R*b around the suite's betas."))
@@ -37,5 +39,7 @@ class TuningConfig(Config):
     def check(self) -> None:
         if self.top_k < 0 or self.trials < 1 or self.heartbeat_interval_s < 1:
             raise ValueError("top_k must be >= 0, trials >= 1 and heartbeat_interval_s >= 1")
+        if self.split_seeds is not None and self.split_seeds < 2:
+            raise ValueError("split_seeds must be >= 2 (a paired s.e. needs two seeds)")
         if self.grace_period_s is None:
             self.grace_period_s = 3 * self.heartbeat_interval_s

@@ -1,13 +1,12 @@
 """Where tuned scores live: the `tuned_results` table in the campaign database, and the claim.
 
 The leaderboard and the report read `load_tuned_results(db_url)` to show tuned and untuned
-scores side by side; `claim` states the winner's result against tuned DPO.
+scores side by side; `claim` gives the held-out verdict of tuned finalists against tuned DPO.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,17 +37,19 @@ class TunedResult:
     trials_pruned: int
     trials_failed: int
     defaults: dict[str, Any]
-    params: dict[str, Any]  # best trial's parameters (beta and lr in the suite's units)
+    params: dict[str, Any]  # best trial's parameters (beta and lr in the held-out suite's units)
     untuned_fitness: float | None
     untuned_fitness_se: float | None
-    default_trial_fitness: float | None  # trial 0 (untuned settings) as measured by the study
-    tuned_fitness: float | None
+    default_trial_fitness: float | None  # trial 0 (untuned settings) on the training split
+    tuned_fitness: float | None  # best trial on the training split (the study's objective)
     tuned_fitness_se: float | None
     untuned_heldout: float | None = None
     untuned_heldout_se: float | None = None
     tuned_heldout: float | None = None
     tuned_heldout_se: float | None = None
     heldout_params: dict[str, Any] = field(default_factory=dict)  # params the tuned held-out used
+    tuning_suite: str = ""  # what the study tuned on: the held-out tier's training split
+    tuned_heldout_result: dict[str, Any] | None = None  # compact SuiteResult of the tuned held-out runs
 
 
 def save_tuned_result(engine: sa.engine.Engine, result: TunedResult) -> None:
@@ -67,28 +68,22 @@ def load_tuned_result(engine: sa.engine.Engine, candidate_id: str) -> TunedResul
     return TunedResult(**json.loads(row.result)) if row else None
 
 
-def claim(results: list[TunedResult]) -> dict[str, Any]:
-    """The winner's claim, made against tuned DPO (not DPO at its default beta)."""
+def compact_result(value: dict[str, Any]) -> dict[str, Any]:
+    """A stored SuiteResult dict without training curves: what a paired comparison needs, kept small."""
+    return {**value, "runs": [{**r, "curve": []} for r in value.get("runs") or []]}
+
+
+def claim(results: list[TunedResult], scoring: Any = None) -> dict[str, Any]:
+    """The winner's claim: tuned finalists against tuned DPO on the held-out suite, paired by seed
+    (each loss at its own tuned beta; seeds, data, labels and noise common)."""
+    from discovery.archive.verdict import heldout_verdict
+    from evaluators.suites import Scoring
+
     dpo = next((r for r in results if is_dpo(r.origin, r.name)), None)
-    found = [r for r in results if r.origin != Origin.BASELINE and r.tuned_fitness is not None]
-    if dpo is None or dpo.tuned_fitness is None or not found:
-        return {"winner": None, "text": "no tuned candidate to compare with tuned DPO"}
-    w = max(found, key=lambda r: r.tuned_fitness)  # type: ignore[arg-type, return-value]
-    delta = w.tuned_fitness - dpo.tuned_fitness  # type: ignore[operator]
-    ses = [s for s in (w.tuned_fitness_se, dpo.tuned_fitness_se) if s is not None]
-    se = math.sqrt(sum(s * s for s in ses)) if len(ses) == 2 else None
-    if se:
-        verdict = "beats" if delta > se else ("is within one SE of" if delta > -se else "loses to")
-    else:
-        verdict = "beats (no SE: single seed)" if delta > 0 else "does not beat"
-    text = (f"{w.name} ({w.candidate_id}) tuned fitness {w.tuned_fitness:.4f} {verdict} tuned DPO "
-            f"{dpo.tuned_fitness:.4f} (delta {delta:+.4f}" + (f", {delta / se:+.1f} SE)" if se else ")"))
-    out = {"winner": w.candidate_id, "winner_name": w.name, "tuned_fitness": w.tuned_fitness,
-           "tuned_dpo_fitness": dpo.tuned_fitness, "delta": delta, "se": se, "verdict": verdict}
-    if w.tuned_heldout is not None and dpo.tuned_heldout is not None:
-        out["heldout_delta"] = w.tuned_heldout - dpo.tuned_heldout
-        text += f"; held-out at tuned settings: {w.tuned_heldout:.4f} vs DPO {dpo.tuned_heldout:.4f}"
-    out["text"] = text
+    finalists = [(r.candidate_id, r.name, r.tuned_heldout_result) for r in results if r.origin != Origin.BASELINE]
+    verdict = heldout_verdict(finalists, dpo.tuned_heldout_result if dpo else None, scoring or Scoring(), tuned=True)
+    out = verdict.to_dict()
+    out["winner"] = verdict.best_id if verdict.beats else None
     return out
 
 

@@ -3,12 +3,17 @@
 A loss that beats DPO at DPO's beta may lose to a tuned DPO, so every loss in the comparison gets
 the same number of trials over beta, learning rate and its own keyword constants. Design:
 
+* Where. Studies run on a training split of the tier where the verdict is given: the held-out
+  suite's groups (tier, task, regime, betas, noise) on seeds after its own (``training_split_seeds``),
+  so the tuned held-out evaluation uses settings tuned for that tier and shares no instance with
+  the split. Factors tuned on another tier (the search fitness) never reach the held-out suite.
+
 * Search space. `beta` and `lr` multiply the suite's declared beta sweep and training learning
-  rates (shown in the units of the suite's first group), log-uniform within x/÷ `beta_range` /
+  rates (shown in the units of the held-out suite's first group), log-uniform within x/÷ `beta_range` /
   `lr_range`; keyword constants (``LossSpec.hyperparameters`` for baselines, the signature's
   numeric defaults read with `ast` for candidates -- never executed here) are searched around
   their defaults. Trial 0 is always the untuned setting, so a study can only match or improve on
-  the untuned score, and its value reproduces the campaign's own fitness (a built-in check).
+  the untuned score on the split.
 * Pruning. Every trial is evaluated seed by seed on the same seeds (common random numbers); the
   running mean is reported per seed and a MedianPruner stops trials that are clearly worse.
 * Storage. Studies live in the campaign's own database URL (Optuna RDBStorage, SQLite or
@@ -32,9 +37,9 @@ from candidate_losses.source import keyword_hyperparameters
 from discovery.archive.candidate import Status, is_dpo
 from discovery.crashpoints import maybe_crash
 from discovery.tuning.config import TuningConfig
-from discovery.tuning.scaled_suite import TUNE_JOB
-from discovery.tuning.results import (TunedResult, claim, load_tuned_result, load_tuned_results,  # noqa: F401
-                                      save_tuned_result, tuning_metadata)
+from discovery.tuning.scaled_suite import TUNE_JOB, training_split_seeds
+from discovery.tuning.results import (TunedResult, claim, compact_result, load_tuned_result,  # noqa: F401
+                                      load_tuned_results, save_tuned_result, tuning_metadata)
 
 
 
@@ -121,17 +126,17 @@ class Tuner:
         self.db = campaign.database()
         tuning_metadata.create_all(self.db.engine)
         cascade = self.campaign.cascade
-        self.fitness_suite = cascade.fitness_suite
         self.heldout_suite = cascade.heldout_suite
-        self.fitness_seeds = cascade.fitness_seeds
         self.heldout_seeds = cascade.heldout_seeds
         self.cache_dir = campaign.cache_dir()
-        suite = load_suite(self.fitness_suite)
-        suite = suite.with_overrides(seeds=self.fitness_seeds) if self.fitness_seeds else suite
+        declared = load_suite(self.heldout_suite)  # the verdict's tier: tune there, on its own training split
+        suite = declared.with_overrides(seeds=self.heldout_seeds) if self.heldout_seeds else declared
+        self.heldout_scoring = suite.scoring
+        self.split_seeds = training_split_seeds(suite, config.split_seeds, avoid=declared)
+        self.tuning_suite = f"{suite.name} on seeds {self.split_seeds[0]}-{self.split_seeds[-1]}"
         self.failure_score = float(suite.scoring.failure_score)
         self.ref_beta, self.ref_lr = suite_reference(suite)
-        seed_counts = {len(g.seeds) for g in suite.groups}
-        self.steps = seed_counts.pop() if len(seed_counts) == 1 else 0  # 0: no per-seed steps
+        self.steps = len(self.split_seeds)  # one per-seed step each (pruning on running means)
         self._storage: Any = None
 
     # ---- what to tune ---------------------------------------------------------------------------
@@ -182,17 +187,17 @@ class Tuner:
                 grace_period=self.config.grace_period_s, **kwargs)
 
     def study_name(self, target: TuningTarget) -> str:
-        return f"{self.campaign.name}/tune/{Path(self.fitness_suite).stem}/{target.candidate_id}"
+        return f"{self.campaign.name}/tune/{Path(self.heldout_suite).stem}-split/{target.candidate_id}"
 
     def _job(self, target: TuningTarget, suite: str, params: dict[str, Any], *, seeds: int | None,
-             seed_index: int | None) -> Any:
+             seed_index: int | None, split: bool = False) -> Any:
         """One sandboxed evaluation; `beta`/`lr` become multipliers of the suite's own values."""
         kwargs: dict[str, Any] = {
             "suite": suite, "loss_name": target.name, "cache_dir": self.cache_dir,
             "beta_scale": params["beta"] / self.ref_beta,
             "lr_scale": params["lr"] / self.ref_lr if "lr" in params and self.ref_lr else 1.0,
             "loss_kwargs": {k[3:]: v for k, v in params.items() if k.startswith("hp_")},
-            "seeds": seeds, "seed_index": seed_index}
+            "seeds": seeds, "seed_index": seed_index, "split_seeds": self.split_seeds if split else None}
         return self.executor.run_job(target.code, TUNE_JOB, kwargs, self.config.job_timeout_s)
 
     def _objective(self, target: TuningTarget) -> Any:
@@ -201,9 +206,8 @@ class Tuner:
         def objective(trial: optuna.Trial) -> float:
             params = suggest(trial, target, self.ref_beta, self.ref_lr, self.config)
             per_seed: list[dict[str, Any]] = []
-            for i in range(max(self.steps, 1)):
-                res = self._job(target, self.fitness_suite, params,
-                                seeds=self.fitness_seeds, seed_index=i if self.steps else None)
+            for i in range(self.steps):
+                res = self._job(target, self.heldout_suite, params, seeds=None, seed_index=i, split=True)
                 if not res.ok or not res.value or res.value.get("fitness") is None:
                     trial.set_user_attr("error", f"{res.failure_class}: {(res.message or '')[:300]}")
                     return self.failure_score  # a setting that breaks the loss is a bad setting
@@ -273,15 +277,17 @@ class Tuner:
             default_trial_fitness=default_trial.value if default_trial else None,
             tuned_fitness=best.value if best else None,
             tuned_fitness_se=best.user_attrs.get("fitness_se") if best else None,
-            untuned_heldout=target.untuned_heldout, untuned_heldout_se=target.untuned_heldout_se)
+            untuned_heldout=target.untuned_heldout, untuned_heldout_se=target.untuned_heldout_se,
+            tuning_suite=self.tuning_suite)
 
     # ---- held-out at the tuned settings ------------------------------------------------------------
     def heldout(self, target: TuningTarget, result: TunedResult) -> TunedResult:
         """Held-out suite at the tuned multipliers (and untuned, if the campaign did not run it)."""
         previous = self.load_result(target.candidate_id)
-        if previous and previous.heldout_params == result.params and previous.tuned_heldout is not None:
+        if previous and previous.heldout_params == result.params and previous.tuned_heldout_result:
             result.tuned_heldout, result.tuned_heldout_se = previous.tuned_heldout, previous.tuned_heldout_se
             result.heldout_params = previous.heldout_params
+            result.tuned_heldout_result = previous.tuned_heldout_result
         elif result.params:
             res = self._job(target, self.heldout_suite, result.params,
                             seeds=self.heldout_seeds, seed_index=None)
@@ -289,6 +295,7 @@ class Tuner:
             result.tuned_heldout = float(res.value["fitness"]) if ok else self.failure_score
             result.tuned_heldout_se = _finite(res.value.get("fitness_se")) if ok else None
             result.heldout_params = dict(result.params)
+            result.tuned_heldout_result = compact_result(res.value) if ok else None
         if result.untuned_heldout is None:
             if previous and previous.untuned_heldout is not None:
                 result.untuned_heldout = previous.untuned_heldout
@@ -326,7 +333,7 @@ class Tuner:
         workers = max(1, min(len(targets), getattr(self.executor, "num_workers", 1)))
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="study") as pool:
             results = list(pool.map(one, targets))
-        verdict = claim(results)
+        verdict = claim(results, self.heldout_scoring)
         self.db.set_meta("tuning_claim", verdict)
         return {"results": [asdict(r) for r in results], "claim": verdict}
 

@@ -176,6 +176,16 @@ def test_screen_gate_relative_to_dpo_stops_weak_candidates_early(tmp_path):
     assert all(r.screen_fitness >= dpo.screen_fitness for r in passed)
 
 
+def test_no_screen_sends_every_valid_candidate_to_the_fitness_suite(tmp_path):
+    pool = FakePool()
+    cfg = config_from_dict({**CONFIG, "cascade": {"screen_suite": None, "heldout_top_k": 1}})
+    Campaign.create(cfg, tmp_path / "n", pool=pool, validate=validate_source, progress=ProgressView(enabled=False)).run()
+    rows = CampaignDir.open(tmp_path / "n").database().all()
+    assert not [kind for kind, _ in pool.calls if kind == "screen"]  # no screen job ever ran
+    assert all(r.screen_fitness is None for r in rows) and not [r for r in rows if r.status == "gated"]
+    assert sum(r.status == "evaluated" and r.origin != "baseline" for r in rows) >= 10
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path, reference):
     out = tmp_path / "interrupted"

@@ -26,6 +26,18 @@ def test_quickstart_is_offline_mutation():
     assert cfg.proposer.kind == "mutation" and "dpo" in cfg.baselines
 
 
+def test_quickstart_searches_the_calibrated_tier_without_a_screen():
+    """No screen predicts the calibrated fitness at rho >= 0.8 (benchmarks/results/fidelity-*), so none runs."""
+    from evaluators.suites import load_suite
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert cfg.cascade.screen_suite is None
+    fitness, heldout = load_suite(cfg.cascade.fitness_suite), load_suite(cfg.cascade.heldout_suite)
+    assert {g.tier for g in fitness.groups} == {g.tier for g in heldout.groups} == {"calibrated_lm"}
+    assert not {s.instance for s in fitness.instances()} & {s.instance for s in heldout.instances()}
+    assert cfg.budget.max_candidates >= 30
+
+
 def test_bad_configs_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="unknown key"):
         config_from_dict({"budget": {"max_candidatez": 3}})
@@ -45,7 +57,8 @@ def test_run_cli_errors_and_resolved_config(tmp_path):
     res = runner.invoke(app, ["run"])
     assert isinstance(res.exception, UserError)
     res = runner.invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"), "--print-config"])
-    assert res.exit_code == 0 and "max_candidates: 80" in res.output
+    budget = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())["budget"]["max_candidates"]
+    assert res.exit_code == 0 and f"max_candidates: {budget}" in res.output and "screen_suite: null" in res.output
     res = runner.invoke(app, ["run", "--resume", str(tmp_path)])
     assert isinstance(res.exception, UserError)
 

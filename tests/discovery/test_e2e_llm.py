@@ -91,6 +91,8 @@ def test_campaign_against_scripted_openai_server_records_every_outcome(tmp_path)
     assert rows["base-00"].fitness is not None and rows["base-00"].heldout is not None
     assert sum(r.heldout is not None for r in rows.values() if r.origin != "baseline") == 2
     assert result.candidates == 8 and result.best_id is not None
+    assert "(paired s.e., n=2)" in result.verdict["text"] and result.fitness_vs_dpo["n"] == 2  # CRN pairing
+    assert result.verdict["comparisons"] and result.verdict["against"] == "DPO"
     assert not any("held" in json.dumps(req).lower() for req in server.requests)  # never shown to the LLM
 
     runner = CliRunner()

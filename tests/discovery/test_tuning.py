@@ -15,7 +15,7 @@ import pytest
 from candidate_losses.source import keyword_hyperparameters
 from discovery.tuning.results import load_tuned_results
 from discovery.tuning.tuner import combine_seeds
-from discovery.tuning.scaled_suite import scaled_suite
+from discovery.tuning.scaled_suite import scaled_suite, training_split_seeds
 from evaluators.metrics import suite_fitness
 from evaluators.suites import load_suite
 from tiny_campaign import SUITES, run_tiny_campaign
@@ -44,6 +44,68 @@ def test_scaled_suite_at_unit_scale_is_the_suite_and_scales_betas_and_lr():
     assert g.betas == tuple(2.0 * b for b in g0.betas)
     assert g.config["train"]["lr"] == pytest.approx(0.5 * g0.config["train"]["lr"])
     assert g0.config["train"]["lr"] == 0.05  # the original is untouched
+
+
+def test_training_split_is_the_same_tier_on_seeds_disjoint_from_the_suite():
+    heldout = load_suite("calibrated_heldout")
+    split = scaled_suite(heldout, split_seeds=training_split_seeds(heldout))
+    assert not {s.instance for s in split.instances()} & {s.instance for s in heldout.instances()}
+    (g,), (h,) = split.groups, heldout.groups
+    assert len(g.seeds) == len(h.seeds) and (g.tier, g.task, g.betas, g.noises, g.config) == (h.tier, h.task, h.betas,
+                                                                                             h.noises, h.config)
+    with pytest.raises(ValueError, match="own seeds"):
+        scaled_suite(heldout, split_seeds=[h.seeds[0], 99])
+    fewer = heldout.with_overrides(seeds=2)  # a campaign scoring held-out on 2 of its seeds
+    assert training_split_seeds(fewer, avoid=heldout) == [max(h.seeds) + 1, max(h.seeds) + 2]
+
+
+def test_tuner_tunes_on_the_heldout_tier_split_and_uses_those_settings_on_heldout(tmp_path):
+    """Every trial runs the held-out suite's tier on the split's seeds; the tuned held-out run uses the
+    factors that study found, in the held-out suite's own units -- nothing tuned on the fitness suite."""
+    from conftest import FakeJob, FakePool
+    from discovery.archive.campaign_dir import CampaignDir
+    from discovery.config import config_from_dict
+    from discovery.sandbox import validate_source
+    from discovery.search.campaign import Campaign
+    from discovery.search.progress import ProgressView
+    from discovery.tuning.config import TuningConfig
+    from discovery.tuning.tuner import Tuner
+    from fake_campaign_main import CONFIG
+
+    cfg = config_from_dict({**CONFIG, "budget": {"max_candidates": 4},
+                            "cascade": {"fitness_suite": "calibrated_quickstart", "heldout_suite": "calibrated_heldout",
+                                        "screen_suite": None, "heldout_top_k": 1}})
+    Campaign.create(cfg, tmp_path / "c", pool=FakePool(), validate=validate_source,
+                    progress=ProgressView(enabled=False)).run()
+
+    class Recording(FakePool):
+        num_workers = 1
+        jobs: list = []
+
+        def run_job(self, code, job, kwargs, timeout_s=None):
+            self.jobs.append(dict(kwargs))
+            best_at = 1.7  # a setting the study can find: the score peaks at beta x 1.7
+            return FakeJob(True, {"fitness": 1.0 - abs(kwargs["beta_scale"] - best_at), "fitness_se": 0.01,
+                                  "runs": [], "per_task": {"t": 1.0 - abs(kwargs["beta_scale"] - best_at)}}, None, "")
+
+    pool = Recording()
+    tuner = Tuner(tmp_path / "c", TuningConfig(top_k=1, trials=4, baselines=["dpo"], pruning=False), pool)
+    try:
+        out = tuner.run()
+    finally:
+        tuner.close()
+    heldout = load_suite("calibrated_heldout")
+    held_seeds = {s for g in heldout.groups for s in g.seeds}
+    trials = [j for j in pool.jobs if j["split_seeds"] is not None]
+    finals = [j for j in pool.jobs if j["split_seeds"] is None]
+    assert trials and all(j["suite"] == "calibrated_heldout" for j in pool.jobs)  # never the fitness suite
+    assert all(not set(j["split_seeds"]) & held_seeds for j in trials)
+    assert len(trials) == 2 * 4 * len(heldout.groups[0].seeds)  # 2 studies x 4 trials x one job per split seed
+    for r in out["results"]:
+        assert r["tuning_suite"].startswith("calibrated_heldout on seeds")
+        ratio = r["params"]["beta"] / heldout.groups[0].betas[0]
+        assert any(j["beta_scale"] == pytest.approx(ratio) for j in finals)  # tuned held-out: the split's factor
+    assert CampaignDir.open(tmp_path / "c").config().cascade.fitness_suite == "calibrated_quickstart"
 
 
 def test_seedwise_combination_equals_the_suites_own_fitness():
@@ -128,15 +190,23 @@ def test_tuning_resumes_after_kill9_without_losing_trials(tiny_campaign, tmp_pat
         assert trials[number].state == TrialState.FAIL
         retry = [t for t in trials if Retry.retried_trial_number(t) == number]
         assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
-        assert retry[0].params == trials[number].params
+        if trials[number].params:  # a trial killed before its first suggestion has no parameters to carry
+            assert retry[0].params == trials[number].params
 
     report = json.loads(resumed.stdout)
     dpo = next(r for r in report["results"] if r["name"] == "dpo")
-    # trial 0 is the untuned setting and reproduces the campaign's own DPO fitness exactly
-    assert dpo["default_trial_fitness"] == pytest.approx(dpo["untuned_fitness"], abs=1e-9)
-    assert dpo["tuned_fitness"] >= dpo["untuned_fitness"]
+    # studies ran on the held-out tier's training split: trial 0 is DPO untuned on exactly that split
+    from evaluators.api import evaluate_loss
+
+    heldout = load_suite(SUITES / "tiny_heldout.yaml")
+    split = scaled_suite(heldout, split_seeds=training_split_seeds(heldout))
+    assert not {s.instance for s in split.instances()} & {s.instance for s in heldout.instances()}
+    assert dpo["default_trial_fitness"] == pytest.approx(evaluate_loss("dpo", split).fitness, abs=1e-9)
+    assert dpo["tuned_fitness"] >= dpo["default_trial_fitness"] and dpo["tuning_suite"].startswith("tiny_heldout on seeds")
     assert math.isfinite(dpo["tuned_heldout"]) and dpo["untuned_heldout"] is not None
-    assert "tuned DPO" in report["claim"]["text"]
+    # the verdict: held-out, tuned finalist vs tuned DPO, paired by seed
+    claim = report["claim"]
+    assert "tuned DPO" in claim["text"] and "(paired s.e., n=2)" in claim["text"] and claim["n"] == 2
     stored = load_tuned_results(f"sqlite:///{out / 'campaign.db'}")
     assert set(stored) == {r["candidate_id"] for r in report["results"]}
     assert stored[dpo["candidate_id"]]["tuned_fitness"] == dpo["tuned_fitness"]
