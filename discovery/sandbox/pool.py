@@ -315,6 +315,10 @@ class SandboxPool:
             future, request, timeout_s = item
             if not future.set_running_or_notify_cancel():
                 continue
+            if self._closed:  # closing (e.g. Ctrl-C): queued work is not started on fresh workers
+                future.set_result(failure_result(request["kind"], "infrastructure",
+                                                 "the sandbox pool closed before this request ran"))
+                continue
             try:
                 result = self._handle(slot, request, timeout_s)
             except BaseException as exc:  # noqa: BLE001 - the future must always complete
@@ -341,7 +345,7 @@ class SandboxPool:
             try:
                 status, reply = worker.request(request, timeout_s)
             except ZygoteDied as exc:
-                if attempt:
+                if attempt or self._closed:  # no fresh worker for a pool that is closing
                     return failure_result(kind, "infrastructure", str(exc))
                 log.warning("sandbox: %s; retrying on a fresh worker", exc)
                 continue

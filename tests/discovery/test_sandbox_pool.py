@@ -242,3 +242,18 @@ def test_job_failures_outside_the_candidate_are_not_blamed_on_it(pool):
     inside = pool.run_job((HOSTILE_DIR / "write_outside.py").read_text(),
                           "discovery.sandbox.jobs:call_loss", {}, validate=False)
     assert inside.failure_class == "unsafe"
+
+
+def test_closing_the_pool_does_not_start_queued_work():
+    """Ctrl-C closes the pool: work still queued fails at once as infrastructure instead of
+    starting (or being retried) on fresh workers while the campaign is shutting down."""
+    with SandboxPool(size=1, limits=SandboxLimits(wall_timeout_s=30.0)) as small:
+        running = small.submit_job(None, f"{ESCAPES}:sleep", {"seconds": 2.0}, timeout_s=30)
+        queued = small.submit_probe(DPO)
+        while not running.running():  # the slot has taken the sleep job; the probe waits behind it
+            threading.Event().wait(0.05)
+        small.close()
+        assert running.result().ok
+        late = queued.result()
+        assert not late.ok and late.failure_class == "infrastructure"
+        assert "closed before this request ran" in late.message
