@@ -44,8 +44,9 @@ sys.path.insert(1, str(ROOT / "benchmarks"))  # after ROOT: benchmarks/evaluator
 LADDER = {"lm_S": {"n_layer": 2, "n_embd": 12, "n_head": 2},     # ~4.7k parameters
           "lm_L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}     # ~155k parameters (33x S)
 RUN_SUITES = ("screen", "fitness", "heldout", "transfer", "lm_S", "lm_L")
+FRESH_SEEDS = (1006, 1007)   # heldout_fresh: held-out seeds no analysis had seen, to confirm post-hoc findings
 DERIVED = {"quickstart": "calibrated_quickstart", "calibrated_screen": "calibrated_screen"}
-ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "transfer", "lm_S", "quickstart", "lm_L")
+ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "heldout_fresh", "transfer", "lm_S", "quickstart", "lm_L")
 
 
 def suites() -> dict[str, Any]:
@@ -55,6 +56,9 @@ def suites() -> dict[str, Any]:
 
     out = {"screen": load_suite("screen"), "fitness": load_suite("calibrated_fitness"),
            "heldout": load_suite("calibrated_heldout"), "transfer": load_suite("calibrated_transfer")}
+    held = out["heldout"]
+    out["heldout_fresh"] = replace(held, name="calibrated_heldout[fresh seeds]",
+                                   groups=tuple(replace(g, seeds=FRESH_SEEDS) for g in held.groups))
     quick = load_suite("calibrated_quickstart")
     for name, model in LADDER.items():
         groups = tuple(replace(g, config={**g.config, "model": dict(model)}) for g in quick.groups)
@@ -133,13 +137,13 @@ def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: 
     return entry
 
 
-def per_seed(runs: list[dict[str, Any]], keep: Any = None) -> dict[int, float]:
+def per_seed(runs: list[dict[str, Any]], keep: Any = None, combine: Any = max) -> dict[int, float]:
     """Seed -> best score over the beta sweep (the suites' beta_aggregate: max), one group per suite."""
     by: dict[int, list[float]] = defaultdict(list)
     for r in runs:
         if keep is None or keep(r):
             by[r["seed"]].append(r["score"])
-    return {s: max(v) for s, v in by.items()}
+    return {s: combine(v) for s, v in by.items()}
 
 
 def derived_entry(fitness_entry: dict[str, Any], suite_name: str) -> dict[str, Any]:
@@ -201,7 +205,7 @@ def detectable(entries: dict[str, dict[str, Any]], reference: str = "dpo", keep:
     return (2 * statistics.median(sds) / math.sqrt(n) if sds else math.nan), n
 
 
-def reliability(entries: dict[str, dict[str, Any]], losses: list[str]) -> float:
+def reliability(entries: dict[str, dict[str, Any]], losses: list[str], combine: Any = max) -> float:
     """Seed split-half reliability of a suite's ranking, Spearman-Brown corrected: the Spearman rho
     between the scores of its first and second half of seeds (per-seed max over the beta sweep),
     r_full = 2 r / (1 + r). Two suites can agree at most about sqrt(rel_A * rel_B) (noise ceiling)."""
@@ -209,7 +213,7 @@ def reliability(entries: dict[str, dict[str, Any]], losses: list[str]) -> float:
 
     halves: list[list[float]] = [[], []]
     for loss in losses:
-        seeds = per_seed(entries[loss]["runs"])
+        seeds = per_seed(entries[loss]["runs"], combine=combine)
         order = sorted(seeds)
         if len(order) < 2:
             return math.nan
@@ -270,7 +274,8 @@ def main() -> None:
             "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 6 other seeds x 3 other betas, 20 % flips",
             "transfer": "calibrated_lm negative sentiment, 3 seeds x 3 betas, 20 % flips",
             "lm_S": "quickstart with GPT-2 " + json.dumps(LADDER["lm_S"]),
-            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"])}
+            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"]),
+            "heldout_fresh": f"calibrated_heldout on seeds {list(FRESH_SEEDS)} instead"}
     for n in names:
         walls = [e.get("wall_s") for e in entries[n].values() if e.get("wall_s") is not None]
         if any(e.get("runs_reused") for e in entries[n].values()):   # per run trained, times the suite's runs
@@ -308,6 +313,16 @@ def main() -> None:
         out.append(f"\nfitness vs heldout over the {len(stable)} losses with no seed at the failure floor (-0.5) on "
                    f"either suite: Spearman rho {rho:.2f}; the other {len(losses) - len(stable)}: "
                    f"{', '.join(sorted(set(losses) - set(stable)))}.")
+    lm = [n for n in names if n not in ("screen", "calibrated_screen")]
+    if len(lm) > 1:   # the same runs scored with beta_aggregate: mean (an analysis, not the suites' definition)
+        mean_table = {n: {l: statistics.fmean(per_seed(entries[n][l]["runs"], combine=statistics.fmean).values())
+                          for l in losses} for n in lm}
+        rel_mean = {n: reliability(entries[n], losses, combine=statistics.fmean) for n in lm}
+        out.append("\n## The same runs scored with beta_aggregate: mean (analysis; the suites use max)\n\n"
+                   "Split-half reliability: " + ", ".join(f"{n} {v:.2f}" for n, v in rel_mean.items()) +
+                   "\n\n| suite A | suite B | Spearman rho | Kendall tau |\n|---|---|---|---|")
+        for a, b, rho, ci_r, tau, ci_t in correlations(mean_table, lm, losses, args.bootstrap):
+            out.append(f"| {a} | {b} | {rho:.2f} [{ci_r[0]:.2f}, {ci_r[1]:.2f}] | {tau:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}] |")
     out.append("\n## Scores (fitness of each loss on each suite)\n\n| loss | " + " | ".join(names) + " |\n|---|"
                + "---|" * len(names))
     for l in sorted(losses, key=lambda l: -table.get("fitness", table[names[0]])[l]):
