@@ -271,7 +271,7 @@ def main() -> None:
                "\n|---|---|---|---|---|")
     what = {"screen": "bandit, 3 seeds x 2 betas", "calibrated_screen": "calibrated_lm, 1 run (from fitness runs)",
             "quickstart": "calibrated_lm, 4 seeds x 2 betas (from fitness runs); ladder rung M",
-            "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 6 other seeds x 3 other betas, 20 % flips",
+            "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 8 other seeds x 2 other betas, 20 % flips",
             "transfer": "calibrated_lm negative sentiment, 3 seeds x 3 betas, 20 % flips",
             "lm_S": "quickstart with GPT-2 " + json.dumps(LADDER["lm_S"]),
             "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"]),
