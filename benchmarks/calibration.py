@@ -17,14 +17,28 @@ error over seeds of the difference in question; "2 s.e." uses that s.e.):
   a. DPO, beta in {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}, labels Bradley-Terry at the task's
      temperature. a1: KL(0.01) - KL(1) > 2 s.e. and no adjacent pair of betas has KL significantly
      increasing with beta (difference < -2 s.e.). a2: the same for gold reward.
-  b. Deterministic preferences (label temperature 0; ties are coin flips), a small fixed preference
-     set, constant learning rate, KL measured after 2^k epochs. b1: DPO's KL grows over the last
-     doubling of training by more than 2 s.e. and by more than 10 %. b2: for every IPO tau, KL grows
-     over the last doubling by less than 10 % or by less than 2 s.e. b3: IPO's final KL decreases
-     with tau (each adjacent pair by more than 2 s.e.).
+  b. Deterministic preferences (label temperature 0), constant learning rate, KL measured after
+     each doubling of training. b1: DPO's KL grows over the last doubling of training by more than
+     2 s.e. and by more than 10 % (at every DPO beta). b2: for every IPO tau, KL grows over the last
+     doubling by less than 10 % or by less than 2 s.e. b3: IPO's final KL decreases with tau (each
+     adjacent pair by more than 2 s.e.).
+     Second pass (``--b-tier bandit``, the default): Azar et al.'s own setting, the bandit tier
+     (evaluators/bandit.py: 256 prompts x 16 responses, 4096 pairs drawn from the reference, tabular
+     softmax policy, exact KL and reward -- no sampling noise), labels deterministic in the gold
+     utility (continuous, so the only ties are pairs of a response with itself, which carry no
+     gradient), no flips, AdamW at the bandit's constant lr 0.05, batch 64, KL after 125 * 2^k
+     steps up to ``--b-steps`` (16000); DPO at beta 0.1 and 1, IPO at tau 0.25, 0.5, 1. Rules b1-b3
+     as above, unchanged. (First pass, ``--b-tier lm``: the LM tier, first 256 pairs, 32 epochs; the
+     label-temperature-0 labels there coin-flip the many pairs whose 4-word continuations tie on the
+     gold reward.)
   c. Flipped labels (20 % and 40 % on top of the Bradley-Terry labels): robust DPO and conservative
      DPO with eps equal to the flip rate vs DPO at the same beta. c1: rDPO's gold reward > DPO's by
      more than 2 s.e. at both flip rates. c2: the same for cDPO.
+     Second pass: long enough to overfit the flipped labels -- the first ``--c-pairs`` (256) pairs for
+     ``--c-epochs`` (32) epochs in the suite's schedule (first pass: 1024 pairs, 4 epochs), gold
+     reward and KL also recorded after 2^k epochs. Rules c1, c2 unchanged, on the final policies;
+     c0 (reported, not part of the verdict: does the regime overfit at all?): at 40 % flips DPO's
+     final gold reward is below its best checkpoint's by more than 2 s.e.
   d. DiscoPOP's losses over the beta grid of a. The frontier is the upper envelope of gold reward
      vs KL over every (loss, beta) point of d; a point's shortfall is frontier(KL) - reward.
      d1 PFL barely moves: its largest KL over the grid is below DPO's smallest KL over the grid.
@@ -48,6 +62,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -197,21 +213,172 @@ def fact_b(lab: Lab, out: list[str], pairs: int, epochs: int) -> bool:
     return ok
 
 
-def fact_c(lab: Lab, out: list[str], beta: float) -> bool:
-    out.append(f"\n## c. Flipped labels: robust / conservative DPO with eps = flip rate beat DPO (beta {beta})\n")
+def bandit_kl_trajectories(loss: str, betas: tuple[float, ...], seeds: list[int], steps: int,
+                           checkpoints: list[int]) -> dict[float, list[list[tuple[float, float]]]]:
+    """{beta: [per seed: [(KL, gold reward) at each checkpoint]]} on the bandit tier with deterministic
+    labels. All (seed x beta) runs train together: one logit table per run, the per-run mean loss
+    summed (so each run gets exactly its own gradient), per-run gradient-norm clipping, AdamW
+    (elementwise, hence per run); each run sees its pairs in the order ``run_bandit`` uses, so
+    a checkpoint equals ``run_bandit`` with that many steps (checked at the first checkpoint)."""
+    from evaluators.bandit import BanditConfig, _problem
+    from evaluators.training import bradley_terry_labels, run_seed
+    from loss_variants import resolve
+
+    fn, kw = resolve(loss)
+    cfg = BanditConfig(prompts=256, responses=16, pairs=4096, ref_scale=1.0, reward_corr=0.0,
+                       label_temperature=0.0, steps=steps, batch_size=64, lr=0.05)
+    runs = [(s, b) for s in seeds for b in betas]
+    probs = {s: _problem(cfg, s) for s in seeds}
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("p", "c", "r", "u", "ref")}
+    for s, _ in runs:
+        u, ref_logits = probs[s]["u"], probs[s]["ref_logits"]
+        p, a, b = probs[s]["train"]
+        a_wins = bradley_terry_labels(u[p, a], u[p, b], cfg.label_temperature, 0.0,
+                                      torch.Generator().manual_seed(run_seed("bandit-labels", s, 0.0)))
+        rows["p"].append(p)
+        rows["c"].append(torch.where(a_wins, a, b))
+        rows["r"].append(torch.where(a_wins, b, a))
+        rows["u"].append(u)
+        rows["ref"].append(ref_logits)
+    t = {k: torch.stack(v) for k, v in rows.items()}
+    ref_logp = torch.log_softmax(t["ref"], dim=-1)
+    theta = t["ref"].clone().requires_grad_(True)
+    opt = torch.optim.AdamW([theta], lr=cfg.lr, weight_decay=0.0)
+    gens = [torch.Generator().manual_seed(run_seed("bandit-order", s, 0.0)) for s, _ in runs]
+    beta = torch.tensor([b for _, b in runs]).repeat_interleave(cfg.batch_size)
+    n, bs, R = cfg.pairs, cfg.batch_size, len(runs)
+    rr = torch.arange(R)[:, None]
+    orders, cursor = [torch.randperm(n, generator=g) for g in gens], 0
+    out: dict[float, list[list[tuple[float, float]]]] = {b: [[] for _ in seeds] for b in betas}
+    for step in range(steps):
+        if cursor + bs > n:
+            orders, cursor = [torch.randperm(n, generator=g) for g in gens], 0
+        idx = torch.stack([o[cursor:cursor + bs] for o in orders])
+        cursor += bs
+        logp = torch.log_softmax(theta, dim=-1)
+        pp, cc, rj = t["p"][rr, idx], t["c"][rr, idx], t["r"][rr, idx]
+        losses = fn(logp[rr, pp, cc].flatten(), logp[rr, pp, rj].flatten(), ref_logp[rr, pp, cc].flatten(),
+                    ref_logp[rr, pp, rj].flatten(), beta, **kw)
+        opt.zero_grad(set_to_none=True)
+        losses.view(R, bs).float().mean(1).sum().backward()
+        with torch.no_grad():
+            norms = theta.grad.flatten(1).norm(dim=1)
+            theta.grad *= (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)[:, None, None]
+        opt.step()
+        if step + 1 in checkpoints:
+            with torch.no_grad():
+                lp = torch.log_softmax(theta, dim=-1)
+                pol = lp.exp()
+                kl = (pol * (lp - ref_logp)).sum(-1).mean(-1)
+                gold = (pol * t["u"]).sum(-1).mean(-1)
+            for i, (s, b) in enumerate(runs):
+                out[b][seeds.index(s)].append((float(kl[i]), float(gold[i])))
+    return out
+
+
+def fact_b_bandit(out: list[str], seeds: list[int], steps: int) -> bool:
+    from evaluators.bandit import run_bandit
+    from evaluators.suites import RunSpec
+    from loss_variants import resolve
+
+    checkpoints = [125 * 2 ** k for k in range(int(math.log2(steps / 125)) + 1)]
+    dpo_betas, taus = (0.1, 1.0), (0.25, 0.5, 1.0)
+    start = time.perf_counter()
+    dpo = bandit_kl_trajectories("dpo", dpo_betas, seeds, checkpoints[-1], checkpoints)
+    ipo = bandit_kl_trajectories("ipo", taus, seeds, checkpoints[-1], checkpoints)
+    print(f"    fact b on the bandit: {time.perf_counter() - start:.0f} s (load {os.getloadavg()[0]:.1f})",
+          file=sys.stderr, flush=True)
+    # the vectorised loop equals the tier's own runner (first checkpoint, first seed, DPO beta 0.1)
+    config = {"bandit": {"prompts": 256, "responses": 16, "pairs": 4096, "ref_scale": 1.0, "reward_corr": 0.0,
+                         "label_temperature": 0.0}, "train": {"steps": checkpoints[0], "batch_size": 64, "lr": 0.05}}
+    fn, kw = resolve("dpo")
+    check = run_bandit(RunSpec("bandit", "bandit", seeds[0], 0.0, dpo_betas[0], 1.0, config=config), fn, kw)
+    gap = abs(check.kl - dpo[dpo_betas[0]][0][0][0])
+    out.append("\n## b. Deterministic preferences: DPO's KL keeps growing, IPO's plateaus at a level set by tau\n")
+    out.append("Bandit tier (Azar et al.'s setting): 256 prompts x 16 responses, 4096 pairs, labels deterministic in "
+               "the gold utility, no flips, AdamW lr 0.05 constant, batch 64; exact KL (nats) after each number "
+               f"of steps ({len(seeds)} seeds). The vectorised loop vs `run_bandit` at {checkpoints[0]} steps: "
+               f"|KL difference| = {gap:.1e}.\n")
+    out.append("| loss | " + " | ".join(f"{c} steps" for c in checkpoints) + " |\n|---|" + "---|" * len(checkpoints))
+
+    def series_of(runs: list[list[tuple[float, float]]]) -> list[list[float]]:
+        return [[r[i][0] for r in runs] for i in range(len(checkpoints))]
+
+    def growth(series: list[list[float]]) -> tuple[list[float], float]:
+        diffs = [b - a for a, b in zip(series[-2], series[-1])]
+        return diffs, statistics.fmean(diffs) / max(1e-9, statistics.fmean(series[-2]))
+
+    d_series = {b: series_of(dpo[b]) for b in dpo_betas}
+    i_series = {t: series_of(ipo[t]) for t in taus}
+    for b in dpo_betas:
+        out.append(f"| DPO beta={b} | " + " | ".join(fmt(x, 2) for x in d_series[b]) + " |")
+    for t in taus:
+        out.append(f"| IPO tau={t} | " + " | ".join(fmt(x, 2) for x in i_series[t]) + " |")
+    gold = {f"DPO beta={b}": [r[-1][1] for r in dpo[b]] for b in dpo_betas}
+    gold.update({f"IPO tau={t}": [r[-1][1] for r in ipo[t]] for t in taus})
+    out.append("\nFinal gold reward: " + "; ".join(f"{k} {fmt(v)}" for k, v in gold.items()))
+    b1 = True
+    for b in dpo_betas:
+        diffs, rel = growth(d_series[b])
+        good = significant(diffs) and rel > 0.10
+        b1 &= good
+        out.append(f"\nb1: DPO beta={b}: KL over the last doubling {statistics.fmean(diffs):+.3f} ± "
+                   f"{mean_se(diffs)[1]:.3f} nats ({100 * rel:.1f} %) -> {'holds' if good else 'FAILS'}")
+    b2 = True
+    for t in taus:
+        diffs, rel = growth(i_series[t])
+        flat = rel < 0.10 or not significant(diffs)
+        b2 &= flat
+        out.append(f"b2: IPO tau={t}: {statistics.fmean(diffs):+.3f} ± {mean_se(diffs)[1]:.3f} nats "
+                   f"({100 * rel:.1f} %) -> {'plateau' if flat else 'STILL GROWING'}")
+    b3 = all(significant([a - b for a, b in zip(i_series[lo][-1], i_series[hi][-1])])
+             for lo, hi in zip(taus, taus[1:]))
+    out.append(f"b3: IPO's final KL decreases with tau: "
+               f"{' > '.join(f'{statistics.fmean(i_series[t][-1]):.3f}' for t in taus)} -> {'holds' if b3 else 'FAILS'}")
+    ok = b1 and b2 and b3
+    out.append(f"\n**b: {verdict(ok)}** (b1 {b1}, b2 {b2}, b3 {b3})")
+    return ok
+
+
+def fact_c(lab: Lab, out: list[str], beta: float, pairs: int = 0, epochs: int = 0) -> bool:
+    train: dict[str, Any] = {}
+    if pairs:
+        train["pairs"] = pairs
+    if epochs:
+        train["epochs"] = epochs
+        train["eval_epochs"] = [2 ** k for k in range(int(math.log2(epochs)) + 1)]
+    regime = f", first {pairs or lab.config['train'].get('pairs')} pairs, {epochs or lab.config['train'].get('epochs')} epochs"
+    out.append(f"\n## c. Flipped labels: robust / conservative DPO with eps = flip rate beat DPO (beta {beta}{regime})\n")
     out.append("| flip rate | DPO reward | cDPO reward | rDPO reward | cDPO - DPO | rDPO - DPO | KL DPO / cDPO / rDPO |"
                "\n|---|---|---|---|---|---|---|")
     ok_r = ok_c = True
+    curves: list[str] = []
     for eps in (0.2, 0.4):
-        dpo = lab.run("dpo", (beta,), noise=eps)[beta]
-        cdpo = lab.run("cdpo", (beta,), noise=eps, kwargs={"label_smoothing": eps})[beta]
-        rdpo = lab.run("robust", (beta,), noise=eps, kwargs={"label_smoothing": eps})[beta]
+        dpo = lab.run("dpo", (beta,), noise=eps, train=train)[beta]
+        cdpo = lab.run("cdpo", (beta,), noise=eps, kwargs={"label_smoothing": eps}, train=train)[beta]
+        rdpo = lab.run("robust", (beta,), noise=eps, kwargs={"label_smoothing": eps}, train=train)[beta]
+        if train.get("eval_epochs"):
+            for name, runs in (("DPO", dpo), ("cDPO", cdpo), ("rDPO", rdpo)):
+                points = [[r.extra["trajectory"][i]["gold_reward"] for r in runs]
+                          for i in range(len(train["eval_epochs"]))]
+                curves.append(f"| {eps} | {name} | " + " | ".join(fmt(x) for x in points) + " |")
+            if eps == 0.4:
+                best = [max(p["gold_reward"] for p in r.extra["trajectory"]) for r in dpo]
+                drop = [b - r.gold_reward for b, r in zip(best, dpo)]
+                c0 = significant(drop)
+                curves.append(f"\nc0 (not judged): DPO at 40 % flips ends {fmt(drop)} below its best checkpoint -> "
+                              f"{'overfits' if c0 else 'does NOT overfit measurably'}")
         dc, dr = paired(cdpo, dpo, "gold_reward"), paired(rdpo, dpo, "gold_reward")
         ok_c &= significant(dc)
         ok_r &= significant(dr)
         kls = " / ".join(f"{statistics.fmean(r.kl for r in runs):.2f}" for runs in (dpo, cdpo, rdpo))
         out.append(f"| {eps} | {fmt([r.gold_reward for r in dpo])} | {fmt([r.gold_reward for r in cdpo])} | "
                    f"{fmt([r.gold_reward for r in rdpo])} | {fmt(dc)} | {fmt(dr)} | {kls} |")
+    if curves:
+        epochs_list = train["eval_epochs"]
+        out.append("\nGold reward after each number of epochs:\n\n| flip rate | loss | "
+                   + " | ".join(f"epoch {e}" for e in epochs_list) + " |\n|---|---|" + "---|" * len(epochs_list))
+        out.extend(curves)
     out.append(f"\nc1 rDPO > DPO at both flip rates: {'holds' if ok_r else 'FAILS'}; "
                f"c2 cDPO > DPO at both flip rates: {'holds' if ok_c else 'FAILS'}")
     ok = ok_r and ok_c
@@ -301,7 +468,11 @@ def main() -> None:
     parser.add_argument("--suite", default="calibrated_fitness", help="suite whose regime is calibrated")
     parser.add_argument("--b-pairs", type=int, default=256, help="fact b: size of the fixed preference set")
     parser.add_argument("--b-epochs", type=int, default=32, help="fact b: epochs (a power of 2)")
+    parser.add_argument("--b-tier", choices=("bandit", "lm"), default="bandit", help="fact b: tier of the experiment")
+    parser.add_argument("--b-steps", type=int, default=16000, help="fact b on the bandit: steps (125 x a power of 2)")
     parser.add_argument("--c-beta", type=float, default=0.1, help="fact c: beta of all three losses")
+    parser.add_argument("--c-pairs", type=int, default=256, help="fact c: train on the first N pairs (0: the suite's)")
+    parser.add_argument("--c-epochs", type=int, default=32, help="fact c: epochs, a power of 2 (0: the suite's)")
     parser.add_argument("--cache-dir", default=os.environ.get("PREFDISCO_CACHE", str(Path.home() / ".cache/prefdisco")))
     parser.add_argument("--out", default="", help="also write the markdown report here")
     parser.add_argument("--json", default="", help="write every run here")
@@ -323,9 +494,10 @@ def main() -> None:
     if "a" in facts:
         results["a"] = fact_a(lab, out, shared)
     if "b" in facts:
-        results["b"] = fact_b(lab, out, args.b_pairs, args.b_epochs)
+        results["b"] = (fact_b_bandit(out, lab.seeds, args.b_steps) if args.b_tier == "bandit"
+                        else fact_b(lab, out, args.b_pairs, args.b_epochs))
     if "c" in facts:
-        results["c"] = fact_c(lab, out, args.c_beta)
+        results["c"] = fact_c(lab, out, args.c_beta, args.c_pairs, args.c_epochs)
     if "d" in facts:
         results["d"] = fact_d(lab, out, shared)
     out.append(f"\n## Summary\n\n" + "\n".join(f"- {k}: {verdict(v)}" for k, v in results.items()))

@@ -18,6 +18,10 @@ and the smallest difference from DPO each suite detects at 2 paired standard err
     .venv/bin/python benchmarks/fidelity.py --losses dpo,ipo,lrml --suites fitness,heldout   # a slice
 
 Scores are cached in ``--store`` (JSON, one entry per suite x loss) so an interrupted run resumes.
+``--reuse`` names stores of earlier passes: a run's numbers do not depend on which runs it was
+trained with (same seed, noise, beta -> same numbers), so the instances such an entry already has
+are taken from it and only the others are trained (runs of instances the suite no longer has are
+dropped). The cost column then scales the wall time per run trained in this pass to the suite.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ sys.path.insert(1, str(ROOT / "benchmarks"))  # after ROOT: benchmarks/evaluator
 LADDER = {"lm_S": {"n_layer": 2, "n_embd": 12, "n_head": 2},     # ~4.7k parameters
           "lm_L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}     # ~155k parameters (33x S)
 RUN_SUITES = ("screen", "fitness", "heldout", "transfer", "lm_S", "lm_L")
+FRESH_SEEDS = (1006, 1007)   # heldout_fresh: held-out seeds no analysis had seen, to confirm post-hoc findings
 DERIVED = {"quickstart": "calibrated_quickstart", "calibrated_screen": "calibrated_screen"}
-ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "transfer", "lm_S", "quickstart", "lm_L")
+ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "heldout_fresh", "transfer", "lm_S", "quickstart", "lm_L")
 
 
 def suites() -> dict[str, Any]:
@@ -51,6 +56,9 @@ def suites() -> dict[str, Any]:
 
     out = {"screen": load_suite("screen"), "fitness": load_suite("calibrated_fitness"),
            "heldout": load_suite("calibrated_heldout"), "transfer": load_suite("calibrated_transfer")}
+    held = out["heldout"]
+    out["heldout_fresh"] = replace(held, name="calibrated_heldout[fresh seeds]",
+                                   groups=tuple(replace(g, seeds=FRESH_SEEDS) for g in held.groups))
     quick = load_suite("calibrated_quickstart")
     for name, model in LADDER.items():
         groups = tuple(replace(g, config={**g.config, "model": dict(model)}) for g in quick.groups)
@@ -65,35 +73,77 @@ def loss_names() -> list[str]:
     return [s.name for s in list_losses()] + list(VARIANTS)
 
 
-def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: str, cache: str) -> dict[str, Any]:
+def reusable(old: dict[str, Any] | None, suite: Any) -> list[dict[str, Any]]:
+    """Runs of earlier entries at instances of a one-group suite (one run per instance)."""
+    if not old:
+        return []
+    (group,) = suite.groups
+    wanted = {(s, n, b) for s in group.seeds for n in group.noises for b in group.betas}
+    have = {(r["seed"], r["noise"], r["beta"]): r for r in old["runs"]}
+    return [have[k] for k in sorted(wanted) if k in have]
+
+
+def missing_groups(suite: Any, old: list[dict[str, Any]]) -> Any:
+    """The suite cut to the instances ``old`` lacks: one group per set of missing (noise, beta) of a seed."""
+    from dataclasses import replace
+
+    (group,) = suite.groups
+    done = {(r["seed"], r["noise"], r["beta"]) for r in old}
+    by_missing: dict[tuple, list[int]] = defaultdict(list)
+    for s in group.seeds:
+        todo = tuple((n, b) for n in group.noises for b in group.betas if (s, n, b) not in done)
+        if todo:
+            by_missing[todo].append(s)
+    groups = []
+    for todo, seeds in by_missing.items():
+        noises = tuple(sorted({n for n, _ in todo}))
+        betas = tuple(sorted({b for _, b in todo}))
+        assert len(todo) == len(noises) * len(betas), "missing instances do not form a grid"
+        groups.append(replace(group, seeds=tuple(seeds), noises=noises, betas=betas))
+    return replace(suite, groups=tuple(groups))
+
+
+def old_params(reuse: dict[str, Any] | None, key: str) -> int | None:
+    return ((reuse or {}).get(key) or {}).get("n_params")
+
+
+def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: str, cache: str,
+          reuse: dict[str, Any] | None = None) -> dict[str, Any]:
     key = f"{suite_name}/{loss}"
     if key in store:
         return store[key]
     from evaluators import evaluate_loss
     from loss_variants import resolve
 
+    old = reusable((reuse or {}).get(key), suite)
+    todo = missing_groups(suite, old)
     fn, kwargs = resolve(loss)
     start = time.perf_counter()
-    result = evaluate_loss(fn, suite, loss_kwargs=kwargs, loss_name=loss, cache_dir=cache)
-    entry = {"fitness": result.fitness, "fitness_se": result.fitness_se, "wall_s": time.perf_counter() - start,
-             "load": os.getloadavg()[0], "n_params": result.runs[0].extra.get("n_params"),
-             "runs": [{"seed": r.seed, "beta": r.beta, "noise": r.noise, "score": r.extra["score"],
-                       "gold_reward": r.gold_reward, "kl": r.kl, "flags": r.flags} for r in result.runs]}
+    fresh = (evaluate_loss(fn, todo, loss_kwargs=kwargs, loss_name=loss, cache_dir=cache).runs
+             if todo.groups else [])
+    runs = old + [{"seed": r.seed, "beta": r.beta, "noise": r.noise, "score": r.extra["score"],
+                   "gold_reward": r.gold_reward, "kl": r.kl, "flags": r.flags} for r in fresh]
+    seeds = list(per_seed(runs).values())
+    entry = {"fitness": statistics.fmean(seeds), "fitness_se": statistics.stdev(seeds) / math.sqrt(len(seeds)),
+             "wall_s": time.perf_counter() - start, "runs_trained": len(fresh), "runs_reused": len(old),
+             "load": os.getloadavg()[0], "n_params": fresh[0].extra.get("n_params") if fresh else old_params(reuse, key),
+             "runs": runs}
     store[key] = entry
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(store))
     os.replace(tmp, path)
-    print(f"  {key:<40} {result.fitness:8.4f}  {entry['wall_s']:6.1f} s (load {entry['load']:.1f})", flush=True)
+    print(f"  {key:<40} {entry['fitness']:8.4f}  {entry['wall_s']:6.1f} s for {len(fresh)} runs "
+          f"({len(old)} reused) (load {entry['load']:.1f})", flush=True)
     return entry
 
 
-def per_seed(runs: list[dict[str, Any]], keep: Any = None) -> dict[int, float]:
+def per_seed(runs: list[dict[str, Any]], keep: Any = None, combine: Any = max) -> dict[int, float]:
     """Seed -> best score over the beta sweep (the suites' beta_aggregate: max), one group per suite."""
     by: dict[int, list[float]] = defaultdict(list)
     for r in runs:
         if keep is None or keep(r):
             by[r["seed"]].append(r["score"])
-    return {s: max(v) for s, v in by.items()}
+    return {s: combine(v) for s, v in by.items()}
 
 
 def derived_entry(fitness_entry: dict[str, Any], suite_name: str) -> dict[str, Any]:
@@ -155,7 +205,7 @@ def detectable(entries: dict[str, dict[str, Any]], reference: str = "dpo", keep:
     return (2 * statistics.median(sds) / math.sqrt(n) if sds else math.nan), n
 
 
-def reliability(entries: dict[str, dict[str, Any]], losses: list[str]) -> float:
+def reliability(entries: dict[str, dict[str, Any]], losses: list[str], combine: Any = max) -> float:
     """Seed split-half reliability of a suite's ranking, Spearman-Brown corrected: the Spearman rho
     between the scores of its first and second half of seeds (per-seed max over the beta sweep),
     r_full = 2 r / (1 + r). Two suites can agree at most about sqrt(rel_A * rel_B) (noise ceiling)."""
@@ -163,7 +213,7 @@ def reliability(entries: dict[str, dict[str, Any]], losses: list[str]) -> float:
 
     halves: list[list[float]] = [[], []]
     for loss in losses:
-        seeds = per_seed(entries[loss]["runs"])
+        seeds = per_seed(entries[loss]["runs"], combine=combine)
         order = sorted(seeds)
         if len(order) < 2:
             return math.nan
@@ -180,6 +230,7 @@ def main() -> None:
     parser.add_argument("--losses", default="", help="comma-separated (default: library + variants)")
     parser.add_argument("--cache-dir", default=os.environ.get("PREFDISCO_CACHE", str(Path.home() / ".cache/prefdisco")))
     parser.add_argument("--store", default=str(ROOT / "benchmarks/results/fidelity-scores.json"))
+    parser.add_argument("--reuse", default="", help="comma-separated score stores of earlier passes whose runs may be reused")
     parser.add_argument("--out", default="", help="also write the markdown report here")
     parser.add_argument("--bootstrap", type=int, default=2000)
     args = parser.parse_args()
@@ -189,6 +240,12 @@ def main() -> None:
     torch.set_num_threads(1)
     store_path = Path(args.store)
     store: dict[str, Any] = json.loads(store_path.read_text()) if store_path.exists() else {}
+    reuse: dict[str, Any] = {}   # key -> {"runs": union of the earlier stores' runs, "n_params"}
+    for path in filter(None, args.reuse.split(",")):
+        for key, e in json.loads(Path(path).read_text()).items():
+            merged = reuse.setdefault(key, {"runs": [], "n_params": e.get("n_params")})
+            seen = {(r["seed"], r["noise"], r["beta"]) for r in merged["runs"]}
+            merged["runs"] += [r for r in e["runs"] if (r["seed"], r["noise"], r["beta"]) not in seen]
     losses = [l for l in args.losses.split(",") if l] or loss_names()
     wanted = [s for s in args.suites.split(",") if s]
     all_suites = suites()
@@ -200,7 +257,7 @@ def main() -> None:
     for name in wanted:
         print(f"## scoring on {name}", flush=True)
         for loss in losses:
-            score(store, store_path, name, all_suites[name], loss, args.cache_dir)
+            score(store, store_path, name, all_suites[name], loss, args.cache_dir, reuse)
     entries = {name: {l: store[f"{name}/{l}"] for l in losses} for name in wanted}
     if "fitness" in entries:
         for short, suite_name in DERIVED.items():
@@ -214,12 +271,16 @@ def main() -> None:
                "\n|---|---|---|---|---|")
     what = {"screen": "bandit, 3 seeds x 2 betas", "calibrated_screen": "calibrated_lm, 1 run (from fitness runs)",
             "quickstart": "calibrated_lm, 4 seeds x 2 betas (from fitness runs); ladder rung M",
-            "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 5 other seeds x 3 other betas, 20 % flips",
+            "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 8 other seeds x 2 other betas, 20 % flips",
             "transfer": "calibrated_lm negative sentiment, 3 seeds x 3 betas, 20 % flips",
             "lm_S": "quickstart with GPT-2 " + json.dumps(LADDER["lm_S"]),
-            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"])}
+            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"]),
+            "heldout_fresh": f"calibrated_heldout on seeds {list(FRESH_SEEDS)} instead"}
     for n in names:
         walls = [e.get("wall_s") for e in entries[n].values() if e.get("wall_s") is not None]
+        if any(e.get("runs_reused") for e in entries[n].values()):   # per run trained, times the suite's runs
+            walls = [e["wall_s"] / e["runs_trained"] * len(e["runs"]) for e in entries[n].values()
+                     if e.get("runs_trained")]
         params = next((e.get("n_params") for e in entries[n].values() if e.get("n_params")), None)
         if n == "calibrated_screen":   # one seed: seed-to-seed variance of the fitness runs at its beta
             from evaluators import load_suite
@@ -241,6 +302,27 @@ def main() -> None:
         ceiling = math.sqrt(rel[a] * rel[b]) if rel[a] > 0 and rel[b] > 0 else math.nan
         out.append(f"| {a} | {b} | {rho:.2f} [{ci_r[0]:.2f}, {ci_r[1]:.2f}] | {tau:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}] | "
                    f"{'-' if math.isnan(ceiling) else f'{ceiling:.2f}'} |")
+    if "fitness" in entries and "heldout" in entries:   # are a few unstable losses the whole story?
+        from scipy.stats import spearmanr
+
+        def floored(n: str, l: str) -> bool:
+            return any(v <= -0.5 + 1e-9 for v in per_seed(entries[n][l]["runs"]).values())
+
+        stable = [l for l in losses if not floored("fitness", l) and not floored("heldout", l)]
+        rho = float(spearmanr([table["fitness"][l] for l in stable], [table["heldout"][l] for l in stable]).statistic)
+        out.append(f"\nfitness vs heldout over the {len(stable)} losses with no seed at the failure floor (-0.5) on "
+                   f"either suite: Spearman rho {rho:.2f}; the other {len(losses) - len(stable)}: "
+                   f"{', '.join(sorted(set(losses) - set(stable)))}.")
+    lm = [n for n in names if n not in ("screen", "calibrated_screen")]
+    if len(lm) > 1:   # the same runs scored with beta_aggregate: mean (an analysis, not the suites' definition)
+        mean_table = {n: {l: statistics.fmean(per_seed(entries[n][l]["runs"], combine=statistics.fmean).values())
+                          for l in losses} for n in lm}
+        rel_mean = {n: reliability(entries[n], losses, combine=statistics.fmean) for n in lm}
+        out.append("\n## The same runs scored with beta_aggregate: mean (analysis; the suites use max)\n\n"
+                   "Split-half reliability: " + ", ".join(f"{n} {v:.2f}" for n, v in rel_mean.items()) +
+                   "\n\n| suite A | suite B | Spearman rho | Kendall tau |\n|---|---|---|---|")
+        for a, b, rho, ci_r, tau, ci_t in correlations(mean_table, lm, losses, args.bootstrap):
+            out.append(f"| {a} | {b} | {rho:.2f} [{ci_r[0]:.2f}, {ci_r[1]:.2f}] | {tau:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}] |")
     out.append("\n## Scores (fitness of each loss on each suite)\n\n| loss | " + " | ".join(names) + " |\n|---|"
                + "---|" * len(names))
     for l in sorted(losses, key=lambda l: -table.get("fitness", table[names[0]])[l]):

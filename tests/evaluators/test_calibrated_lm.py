@@ -88,7 +88,7 @@ def test_evaluate_loss_uses_the_group_runner(cache_dir: Path) -> None:
 
 
 def test_bad_config_is_a_clear_error(cache_dir: Path) -> None:
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['epoch'\]"):
         CalibratedLMConfig.from_dict({"train": {"epoch": 3}})
     with pytest.raises(ValueError, match="usable pairs"):
         run_calibrated_group(specs(pairs=10_000)[:1], dpo, {}, cache_dir, "cpu")
