@@ -93,6 +93,29 @@ def format_signed(x: Any, se: Any = None) -> str:
     return f"{x:+.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
+def _paired_pair(campaign_dir: Path, first: str, second: str) -> dict[str, Any]:
+    """{"fitness"|"heldout": PairedDifference of first - second} where both have runs that pair."""
+    from discovery.archive.campaign_dir import CampaignDir
+    from discovery.archive.verdict import paired_vs
+    from discovery.review.report import read_stage_results
+    from evaluators.suites import load_suite
+
+    campaign = CampaignDir.open(campaign_dir)
+    cascade = campaign.config().cascade
+    db = campaign.database()
+    try:
+        stages = read_stage_results(db)
+    finally:
+        db.close()
+    out = {}
+    for stage, suite in (("fitness", cascade.fitness_suite), ("heldout", cascade.heldout_suite)):
+        d = paired_vs(stages.get(first, {}).get(stage), stages.get(second, {}).get(stage),
+                      load_suite(suite).scoring)
+        if d is not None:
+            out[stage] = d
+    return out
+
+
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
     """One candidate as plain values (what `show --json` prints)."""
     from discovery.archive.campaign_dir import CampaignDir
@@ -189,7 +212,7 @@ def register(app: typer.Typer) -> None:
     def compare(campaign_dir: Path = typer.Argument(..., help="Campaign directory."),
                 first: str = typer.Argument(..., help="Candidate id."),
                 second: str = typer.Argument(..., help="Candidate id.")) -> None:
-        """Two candidates side by side: scores per stage and per task, then both codes."""
+        """Two candidates side by side: scores per stage (differences paired on common seeds) and per task, then both codes."""
         a, b = _get(campaign_dir, first), _get(campaign_dir, second)
         from rich.columns import Columns
         from rich.console import Console
@@ -204,11 +227,13 @@ def register(app: typer.Typer) -> None:
         table.add_column("difference")
         def diff(x: Any, y: Any) -> str:
             return "—" if x is None or y is None else f"{x - y:+.4f}"
+        paired = _paired_pair(campaign_dir, a["id"], b["id"])
         table.add_row("status", a["status"], b["status"], "")
         for label, key, se in (("screen", "screen_fitness", None), ("fitness", "fitness", "fitness_se"),
                                ("held-out", "heldout", "heldout_se")):
+            d = paired.get(key)
             table.add_row(label, format_score(a[key], a.get(se) if se else None), format_score(b[key], b.get(se) if se else None),
-                          diff(a[key], b[key]))
+                          diff(a[key], b[key]) if d is None else f"{format_signed(d.difference, d.se if d.se == d.se else None)} (paired, n={d.n})")
         ta = (a["metrics"].get("fitness") or {}).get("per_task") or {}
         tb = (b["metrics"].get("fitness") or {}).get("per_task") or {}
         for task in sorted(set(ta) | set(tb)):

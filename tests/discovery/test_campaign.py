@@ -223,7 +223,7 @@ def test_views_and_live_status_render(tmp_path):
     compared = runner.invoke(app, ["compare", str(tmp_path / "v"), first.id, second.id], terminal_width=200)
     assert compared.exit_code == 0
     for text in (first.id, second.id, f"{first.fitness:.4f}", f"{second.fitness:.4f}",
-                 f"{first.fitness - second.fitness:+.4f}"):
+                 f"{first.fitness - second.fitness:+.4f}"):  # the fake pool stores no runs: unpaired
         assert text in compared.output, text
     missing = runner.invoke(app, ["show", str(tmp_path / "v"), "nope"])
     assert missing.exit_code != 0 and "no candidate" in str(missing.exception)

@@ -104,3 +104,10 @@ def test_run_leaderboard_and_report_headline_the_same_paired_heldout_verdict(tmp
     assert report["verdict"]["text"] == verdict_line
     html = Path(report["path"]).read_text()
     assert 'id="verdict"' in html and "paired s.e., n=2" in html
+
+    dpo_id = next(r["id"] for r in rows if r["name"] == "dpo")
+    compared = subprocess.run([sys.executable, "-m", "discovery.commands", "compare", str(out), best["id"], dpo_id],
+                              env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120, cwd=root)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    held_out_row = next(line for line in compared.stdout.splitlines() if "held-out" in line)
+    assert f"{resumed['verdict']['difference']:+.4f} ± {resumed['verdict']['se']:.4f} (paired, n=2)" in held_out_row
