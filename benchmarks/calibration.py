@@ -171,6 +171,30 @@ def fact_a(lab: Lab, out: list[str], cache: dict[str, Any]) -> bool:
     return ok
 
 
+def growth(series: list[list[float]]) -> tuple[list[float], float]:
+    """Per-seed change over the last doubling of training, and that change relative to the level before."""
+    diffs = [b - a for a, b in zip(series[-2], series[-1])]
+    return diffs, statistics.fmean(diffs) / max(1e-9, statistics.fmean(series[-2]))
+
+
+def ipo_rules(i_series: dict[Any, list[list[float]]], taus: list[float], out: list[str], *,
+              digits: int) -> tuple[bool, bool]:
+    """Pre-registered rules b2 (IPO's KL plateaus: < 10 % or insignificant growth over the last
+    doubling) and b3 (its final KL falls as tau grows), each with its report line."""
+    b2 = True
+    for t in taus:
+        diffs, rel = growth(i_series[t])
+        flat = rel < 0.10 or not significant(diffs)
+        b2 &= flat
+        out.append(f"b2: IPO tau={t}: {statistics.fmean(diffs):+.{digits}f} ± {mean_se(diffs)[1]:.{digits}f} nats "
+                   f"({100 * rel:.{digits - 2}f} %) -> {'plateau' if flat else 'STILL GROWING'}")
+    b3 = all(significant([a - b for a, b in zip(i_series[lo][-1], i_series[hi][-1])])
+             for lo, hi in zip(taus, taus[1:]))
+    out.append(f"b3: IPO's final KL decreases with tau: "
+               f"{' > '.join(f'{statistics.fmean(i_series[t][-1]):.{digits}f}' for t in taus)} -> {'holds' if b3 else 'FAILS'}")
+    return b2, b3
+
+
 def fact_b(lab: Lab, out: list[str], pairs: int, epochs: int) -> bool:
     checkpoints = [2 ** k for k in range(int(math.log2(epochs)) + 1)]
     train = {"pairs": pairs, "epochs": epochs, "decay": False, "warmup": 0.0, "eval_epochs": checkpoints}
@@ -187,27 +211,13 @@ def fact_b(lab: Lab, out: list[str], pairs: int, epochs: int) -> bool:
         out.append(f"| {name} | " + " | ".join(fmt(s, 2) for s in series) + " |")
         return series
 
-    def growth(series: list[list[float]]) -> tuple[list[float], float]:
-        diffs = [b - a for a, b in zip(series[-2], series[-1])]
-        return diffs, statistics.fmean(diffs) / max(1e-9, statistics.fmean(series[-2]))
-
     d_series = row("DPO beta=0.1", dpo)
     i_series = {t: row(f"IPO tau={t}", ipo[t]) for t in taus}
     d_diff, d_rel = growth(d_series)
     b1 = significant(d_diff) and d_rel > 0.10
     out.append(f"\nb1: DPO's KL over the last doubling: +{statistics.fmean(d_diff):.2f} ± {mean_se(d_diff)[1]:.2f} "
                f"nats ({100 * d_rel:.0f} %) -> {'holds' if b1 else 'FAILS'}")
-    b2 = True
-    for t in taus:
-        diffs, rel = growth(i_series[t])
-        flat = rel < 0.10 or not significant(diffs)
-        b2 &= flat
-        out.append(f"b2: IPO tau={t}: {statistics.fmean(diffs):+.2f} ± {mean_se(diffs)[1]:.2f} nats "
-                   f"({100 * rel:.0f} %) -> {'plateau' if flat else 'STILL GROWING'}")
-    b3 = all(significant([a - b for a, b in zip(i_series[lo][-1], i_series[hi][-1])])
-             for lo, hi in zip(taus, taus[1:]))
-    out.append(f"b3: IPO's final KL decreases with tau: "
-               f"{' > '.join(f'{statistics.fmean(i_series[t][-1]):.2f}' for t in taus)} -> {'holds' if b3 else 'FAILS'}")
+    b2, b3 = ipo_rules(i_series, taus, out, digits=2)
     ok = b1 and b2 and b3
     out.append(f"\n**b: {verdict(ok)}**")
     return ok
@@ -304,10 +314,6 @@ def fact_b_bandit(out: list[str], seeds: list[int], steps: int) -> bool:
     def series_of(runs: list[list[tuple[float, float]]]) -> list[list[float]]:
         return [[r[i][0] for r in runs] for i in range(len(checkpoints))]
 
-    def growth(series: list[list[float]]) -> tuple[list[float], float]:
-        diffs = [b - a for a, b in zip(series[-2], series[-1])]
-        return diffs, statistics.fmean(diffs) / max(1e-9, statistics.fmean(series[-2]))
-
     d_series = {b: series_of(dpo[b]) for b in dpo_betas}
     i_series = {t: series_of(ipo[t]) for t in taus}
     for b in dpo_betas:
@@ -324,17 +330,7 @@ def fact_b_bandit(out: list[str], seeds: list[int], steps: int) -> bool:
         b1 &= good
         out.append(f"\nb1: DPO beta={b}: KL over the last doubling {statistics.fmean(diffs):+.3f} ± "
                    f"{mean_se(diffs)[1]:.3f} nats ({100 * rel:.1f} %) -> {'holds' if good else 'FAILS'}")
-    b2 = True
-    for t in taus:
-        diffs, rel = growth(i_series[t])
-        flat = rel < 0.10 or not significant(diffs)
-        b2 &= flat
-        out.append(f"b2: IPO tau={t}: {statistics.fmean(diffs):+.3f} ± {mean_se(diffs)[1]:.3f} nats "
-                   f"({100 * rel:.1f} %) -> {'plateau' if flat else 'STILL GROWING'}")
-    b3 = all(significant([a - b for a, b in zip(i_series[lo][-1], i_series[hi][-1])])
-             for lo, hi in zip(taus, taus[1:]))
-    out.append(f"b3: IPO's final KL decreases with tau: "
-               f"{' > '.join(f'{statistics.fmean(i_series[t][-1]):.3f}' for t in taus)} -> {'holds' if b3 else 'FAILS'}")
+    b2, b3 = ipo_rules(i_series, taus, out, digits=3)
     ok = b1 and b2 and b3
     out.append(f"\n**b: {verdict(ok)}** (b1 {b1}, b2 {b2}, b3 {b3})")
     return ok
