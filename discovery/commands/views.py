@@ -19,18 +19,29 @@ TUNED_FIELDS = ("tuned_fitness", "tuned_fitness_se", "tuned_heldout", "tuned_hel
 PAIRED_FIELDS = ("fitness_vs_dpo", "fitness_vs_dpo_se", "heldout_vs_dpo", "heldout_vs_dpo_se", "paired_n")
 
 
-def _paired_columns(stages: dict[str, Any], dpo_stages: dict[str, Any], scorings: dict[str, Any]) -> dict[str, Any]:
-    """Paired difference with DPO (same seeds, data, labels, noise) on the fitness and held-out suites."""
+def _stage_scorings(cascade: Any) -> dict[str, Any]:
+    """The scoring of the campaign's fitness and held-out suites (how runs combine into a score)."""
+    from evaluators.suites import load_suite
+
+    return {"fitness": load_suite(cascade.fitness_suite).scoring, "heldout": load_suite(cascade.heldout_suite).scoring}
+
+
+def _paired_by_stage(stages: dict[str, Any], other: dict[str, Any], scorings: dict[str, Any]) -> dict[str, Any]:
+    """{stage: PairedDifference of stages - other} on the fitness and held-out suites, where the runs pair."""
     from discovery.archive.verdict import paired_vs
 
+    pairs = {stage: paired_vs(stages.get(stage), other.get(stage), scorings[stage]) for stage in scorings}
+    return {stage: d for stage, d in pairs.items() if d is not None}
+
+
+def _paired_columns(stages: dict[str, Any], dpo_stages: dict[str, Any], scorings: dict[str, Any]) -> dict[str, Any]:
+    """Paired difference with DPO (same seeds, data, labels, noise) on the fitness and held-out suites."""
     out: dict[str, Any] = dict.fromkeys(PAIRED_FIELDS)
-    for stage in ("fitness", "heldout"):
-        d = paired_vs(stages.get(stage), dpo_stages.get(stage), scorings[stage])
-        if d is not None:
-            out[f"{stage}_vs_dpo"] = d.difference
-            out[f"{stage}_vs_dpo_se"] = d.se if d.se == d.se else None
-            out["paired_n"] = out["paired_n"] or {}
-            out["paired_n"][stage] = d.n
+    for stage, d in _paired_by_stage(stages, dpo_stages, scorings).items():
+        out[f"{stage}_vs_dpo"] = d.difference
+        out[f"{stage}_vs_dpo_se"] = d.se if d.se == d.se else None
+        out["paired_n"] = out["paired_n"] or {}
+        out["paired_n"][stage] = d.n
     return out
 
 
@@ -38,12 +49,9 @@ def leaderboard_rows(campaign_dir: Path) -> list[dict[str, Any]]:
     from discovery.archive.campaign_dir import CampaignDir
     from discovery.review.report import read_stage_results
     from discovery.tuning.results import load_tuned_results
-    from evaluators.suites import load_suite
 
     campaign = CampaignDir.open(campaign_dir)
-    cascade = campaign.config().cascade
-    scorings = {"fitness": load_suite(cascade.fitness_suite).scoring,
-                "heldout": load_suite(cascade.heldout_suite).scoring}
+    scorings = _stage_scorings(campaign.config().cascade)
     db = campaign.database()
     try:
         rows = db.leaderboard()
@@ -96,24 +104,15 @@ def format_signed(x: Any, se: Any = None) -> str:
 def _paired_pair(campaign_dir: Path, first: str, second: str) -> dict[str, Any]:
     """{"fitness"|"heldout": PairedDifference of first - second} where both have runs that pair."""
     from discovery.archive.campaign_dir import CampaignDir
-    from discovery.archive.verdict import paired_vs
     from discovery.review.report import read_stage_results
-    from evaluators.suites import load_suite
 
     campaign = CampaignDir.open(campaign_dir)
-    cascade = campaign.config().cascade
     db = campaign.database()
     try:
         stages = read_stage_results(db)
     finally:
         db.close()
-    out = {}
-    for stage, suite in (("fitness", cascade.fitness_suite), ("heldout", cascade.heldout_suite)):
-        d = paired_vs(stages.get(first, {}).get(stage), stages.get(second, {}).get(stage),
-                      load_suite(suite).scoring)
-        if d is not None:
-            out[stage] = d
-    return out
+    return _paired_by_stage(stages.get(first, {}), stages.get(second, {}), _stage_scorings(campaign.config().cascade))
 
 
 def _get(campaign_dir: Path, cid: str) -> dict[str, Any]:
