@@ -2,14 +2,17 @@
 
 Scores the whole loss library plus the fixed variants of ``benchmarks/loss_variants.py`` on
   screen      the bandit screen (evaluators/suites/screen.yaml),
-  fitness     the calibrated search fitness (calibrated_fitness.yaml; also rung M of the ladder),
+  fitness     the calibrated search fitness (calibrated_fitness.yaml),
   heldout     the calibrated held-out suite (calibrated_heldout.yaml: same task, unseen instances),
+  heldout_fresh  the held-out suite on 8 seeds no earlier analysis had seen (confirms a choice made
+              after looking at ``heldout``, e.g. the beta aggregation),
   transfer    the negative-sentiment transfer suite (calibrated_transfer.yaml),
-  lm_S, lm_L  calibrated_quickstart with a smaller / larger GPT-2: the size ladder S < M < L, where
-              rung M is calibrated_quickstart itself (28k parameters, the search tier's model),
+  lm_S, lm_M, lm_L  the size ladder: calibrated_quickstart's regime on 8 seeds with a 4.6k / 27.6k
+              (the search tier's model) / 154k-parameter GPT-2,
 and derives, from the fitness runs (their instances are subsets of fitness's; a run's numbers do
-not depend on which runs it was trained with), the quickstart suite (rung M) and the calibrated
-screen.
+not depend on which runs it was trained with), the quickstart suite and the calibrated screen.
+A seed's scores over the beta sweep are combined as each suite's ``scoring.beta_aggregate`` says
+(every calibrated suite: mean, since benchmarks/results/fidelity-preregistration-2026-12-01.md).
 Then prints Spearman's rho and Kendall's tau for every pair of suites with 95 % bootstrap
 confidence intervals (losses resampled with replacement), the per-candidate cost of every suite,
 and the smallest difference from DPO each suite detects at 2 paired standard errors.
@@ -41,12 +44,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "benchmarks"))  # after ROOT: benchmarks/evaluators.py must not shadow the package
 
-LADDER = {"lm_S": {"n_layer": 2, "n_embd": 12, "n_head": 2},     # ~4.7k parameters
-          "lm_L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}     # ~155k parameters (33x S)
-RUN_SUITES = ("screen", "fitness", "heldout", "transfer", "lm_S", "lm_L")
-FRESH_SEEDS = (1006, 1007)   # heldout_fresh: held-out seeds no analysis had seen, to confirm post-hoc findings
+LADDER = {"lm_S": {"n_layer": 2, "n_embd": 12, "n_head": 2},     # ~4.6k parameters
+          "lm_M": {"n_layer": 2, "n_embd": 32, "n_head": 4},     # ~27.6k: the search tier's model
+          "lm_L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}     # ~154k parameters (33x S)
+LADDER_SEEDS = tuple(range(8))   # every rung on 8 seeds of the quickstart regime (seeds 0-3 of lm_M are fitness runs)
+REUSE_FROM = {"lm_M": "fitness"}   # a rung whose instances an earlier suite's runs already have
+RUN_SUITES = ("screen", "fitness", "heldout", "heldout_fresh", "transfer", "lm_S", "lm_M", "lm_L")
+FRESH_SEEDS = tuple(range(1008, 1016))   # heldout_fresh: held-out seeds no analysis had seen (pre-registered)
 DERIVED = {"quickstart": "calibrated_quickstart", "calibrated_screen": "calibrated_screen"}
-ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "heldout_fresh", "transfer", "lm_S", "quickstart", "lm_L")
+ORDER = ("screen", "calibrated_screen", "fitness", "heldout", "heldout_fresh", "transfer", "quickstart",
+         "lm_S", "lm_M", "lm_L")
 
 
 def suites() -> dict[str, Any]:
@@ -61,7 +68,7 @@ def suites() -> dict[str, Any]:
                                    groups=tuple(replace(g, seeds=FRESH_SEEDS) for g in held.groups))
     quick = load_suite("calibrated_quickstart")
     for name, model in LADDER.items():
-        groups = tuple(replace(g, config={**g.config, "model": dict(model)}) for g in quick.groups)
+        groups = tuple(replace(g, seeds=LADDER_SEEDS, config={**g.config, "model": dict(model)}) for g in quick.groups)
         out[name] = replace(quick, name=f"calibrated_quickstart[{name}]", groups=groups)
     return out
 
@@ -116,6 +123,10 @@ def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: 
     from loss_variants import resolve
 
     old = reusable((reuse or {}).get(key), suite)
+    if suite_name in REUSE_FROM:   # e.g. rung M's seeds 0-3 are fitness runs
+        have = {(r["seed"], r["noise"], r["beta"]) for r in old}
+        old += [r for r in reusable((reuse or {}).get(f"{REUSE_FROM[suite_name]}/{loss}"), suite)
+                if (r["seed"], r["noise"], r["beta"]) not in have]
     todo = missing_groups(suite, old)
     fn, kwargs = resolve(loss)
     start = time.perf_counter()
@@ -123,7 +134,7 @@ def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: 
              if todo.groups else [])
     runs = old + [{"seed": r.seed, "beta": r.beta, "noise": r.noise, "score": r.extra["score"],
                    "gold_reward": r.gold_reward, "kl": r.kl, "flags": r.flags} for r in fresh]
-    seeds = list(per_seed(runs).values())
+    seeds = list(per_seed(runs, combine=combiner(suite)).values())
     entry = {"fitness": statistics.fmean(seeds), "fitness_se": statistics.stdev(seeds) / math.sqrt(len(seeds)),
              "wall_s": time.perf_counter() - start, "runs_trained": len(fresh), "runs_reused": len(old),
              "load": os.getloadavg()[0], "n_params": fresh[0].extra.get("n_params") if fresh else old_params(reuse, key),
@@ -137,8 +148,13 @@ def score(store: dict[str, Any], path: Path, suite_name: str, suite: Any, loss: 
     return entry
 
 
-def per_seed(runs: list[dict[str, Any]], keep: Any = None, combine: Any = max) -> dict[int, float]:
-    """Seed -> best score over the beta sweep (the suites' beta_aggregate: max), one group per suite."""
+def combiner(suite: Any) -> Any:
+    """How a suite combines a seed's scores over its beta sweep (its ``scoring.beta_aggregate``)."""
+    return max if suite.scoring.beta_aggregate == "max" else statistics.fmean
+
+
+def per_seed(runs: list[dict[str, Any]], keep: Any = None, combine: Any = statistics.fmean) -> dict[int, float]:
+    """Seed -> its scores over the beta sweep combined by ``combine`` (a suite's beta_aggregate)."""
     by: dict[int, list[float]] = defaultdict(list)
     for r in runs:
         if keep is None or keep(r):
@@ -151,9 +167,10 @@ def derived_entry(fitness_entry: dict[str, Any], suite_name: str) -> dict[str, A
     from evaluators import load_suite
 
     wanted = {(s.seed, s.noise, s.beta) for s in load_suite(suite_name).instances()}
+    suite = load_suite(suite_name)
     runs = [r for r in fitness_entry["runs"] if (r["seed"], r["noise"], r["beta"]) in wanted]
     assert len(runs) == len(wanted), f"{suite_name} is not a subset of calibrated_fitness"
-    seeds = per_seed(runs)
+    seeds = per_seed(runs, combine=combiner(suite))
     values = list(seeds.values())
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
     return {"fitness": statistics.fmean(values), "fitness_se": se, "runs": runs}
@@ -185,19 +202,19 @@ def correlations(table: dict[str, dict[str, float]], names: list[str], losses: l
     return rows
 
 
-def detectable(entries: dict[str, dict[str, Any]], reference: str = "dpo", keep: Any = None,
+def detectable(entries: dict[str, dict[str, Any]], combine: Any, reference: str = "dpo", keep: Any = None,
                n_seeds: int | None = None) -> tuple[float, int]:
     """2 x the paired s.e. of (loss - reference) per-seed scores for a typical loss (the median over
     losses; unstable losses have far larger ones): the smallest difference from DPO the suite
     detects (common random numbers: same seeds, data, labels, sampling noise). ``keep`` filters
     runs and ``n_seeds`` sets the suite's seed count, so a one-seed suite can borrow the
     seed-to-seed variance of a larger suite with the same runs."""
-    base = per_seed(entries[reference]["runs"], keep)
+    base = per_seed(entries[reference]["runs"], keep, combine)
     sds = []
     for loss, e in entries.items():
         if loss == reference:
             continue
-        mine = per_seed(e["runs"], keep)
+        mine = per_seed(e["runs"], keep, combine)
         diffs = [mine[s] - base[s] for s in base]
         if len(diffs) > 1:
             sds.append(statistics.stdev(diffs))
@@ -205,9 +222,9 @@ def detectable(entries: dict[str, dict[str, Any]], reference: str = "dpo", keep:
     return (2 * statistics.median(sds) / math.sqrt(n) if sds else math.nan), n
 
 
-def reliability(entries: dict[str, dict[str, Any]], losses: list[str], combine: Any = max) -> float:
+def reliability(entries: dict[str, dict[str, Any]], losses: list[str], combine: Any) -> float:
     """Seed split-half reliability of a suite's ranking, Spearman-Brown corrected: the Spearman rho
-    between the scores of its first and second half of seeds (per-seed max over the beta sweep),
+    between the scores of its first and second half of seeds (per-seed beta sweep combined by ``combine``),
     r_full = 2 r / (1 + r). Two suites can agree at most about sqrt(rel_A * rel_B) (noise ceiling)."""
     from scipy.stats import spearmanr
 
@@ -263,19 +280,22 @@ def main() -> None:
         for short, suite_name in DERIVED.items():
             entries[short] = {l: derived_entry(e, suite_name) for l, e in entries["fitness"].items()}
     names = [n for n in ORDER if n in entries]
-    table = {n: {l: entries[n][l]["fitness"] for l in losses} for n in names}
+    from evaluators import load_suite
+
+    combine = {n: combiner(all_suites[n] if n in all_suites else load_suite(DERIVED[n])) for n in names}
+    table = {n: {l: statistics.fmean(per_seed(entries[n][l]["runs"], combine=combine[n]).values()) for l in losses}
+             for n in names}
 
     out = [header]
     out.append("## Suites\n\n| suite | what | params (LM) | s per candidate (mean wall) | detectable vs DPO (2 paired s.e., "
                "typical loss) |"
                "\n|---|---|---|---|---|")
     what = {"screen": "bandit, 3 seeds x 2 betas", "calibrated_screen": "calibrated_lm, 1 run (from fitness runs)",
-            "quickstart": "calibrated_lm, 4 seeds x 2 betas (from fitness runs); ladder rung M",
+            "quickstart": "calibrated_lm, 4 seeds x 2 betas (from fitness runs)",
             "fitness": "calibrated_lm, 4 seeds x 3 betas", "heldout": "calibrated_lm, 8 other seeds x 2 other betas, 20 % flips",
             "transfer": "calibrated_lm negative sentiment, 3 seeds x 3 betas, 20 % flips",
-            "lm_S": "quickstart with GPT-2 " + json.dumps(LADDER["lm_S"]),
-            "lm_L": "quickstart with GPT-2 " + json.dumps(LADDER["lm_L"]),
-            "heldout_fresh": f"calibrated_heldout on seeds {list(FRESH_SEEDS)} instead"}
+            "heldout_fresh": f"calibrated_heldout on seeds {FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]} instead",
+            **{n: f"quickstart on seeds 0-{len(LADDER_SEEDS) - 1} with GPT-2 " + json.dumps(m) for n, m in LADDER.items()}}
     for n in names:
         walls = [e.get("wall_s") for e in entries[n].values() if e.get("wall_s") is not None]
         if any(e.get("runs_reused") for e in entries[n].values()):   # per run trained, times the suite's runs
@@ -286,13 +306,13 @@ def main() -> None:
             from evaluators import load_suite
 
             betas = set(load_suite(DERIVED[n]).groups[0].betas)
-            det, k = detectable(entries["fitness"], keep=lambda r: r["beta"] in betas, n_seeds=1)
+            det, k = detectable(entries["fitness"], combine[n], keep=lambda r: r["beta"] in betas, n_seeds=1)
         else:
-            det, k = detectable(entries[n])
+            det, k = detectable(entries[n], combine[n])
         cost = f"{statistics.fmean(walls):.1f}" if walls else "see benchmarks/lm_speed.py"
         out.append(f"| {n} | {what.get(n, '')} | {params or '-'} | {cost} | "
                    f"{'n/a' if math.isnan(det) else f'{det:.4f} ({k} seed' + ('s)' if k > 1 else ')')} |")
-    rel = {n: reliability(entries[n], losses) for n in names}
+    rel = {n: reliability(entries[n], losses, combine[n]) for n in names}
     out.append("\nSeed split-half reliability of each suite's ranking (Spearman-Brown): "
                + ", ".join(f"{n} {v:.2f}" for n, v in rel.items() if not math.isnan(v))
                + ". Two suites cannot agree beyond about sqrt(rel_A x rel_B): the noise ceiling below.")
@@ -306,7 +326,7 @@ def main() -> None:
         from scipy.stats import spearmanr
 
         def floored(n: str, l: str) -> bool:
-            return any(v <= -0.5 + 1e-9 for v in per_seed(entries[n][l]["runs"]).values())
+            return any(v <= -0.5 + 1e-9 for v in per_seed(entries[n][l]["runs"], combine=min).values())
 
         stable = [l for l in losses if not floored("fitness", l) and not floored("heldout", l)]
         rho = float(spearmanr([table["fitness"][l] for l in stable], [table["heldout"][l] for l in stable]).statistic)
@@ -314,14 +334,14 @@ def main() -> None:
                    f"either suite: Spearman rho {rho:.2f}; the other {len(losses) - len(stable)}: "
                    f"{', '.join(sorted(set(losses) - set(stable)))}.")
     lm = [n for n in names if n not in ("screen", "calibrated_screen")]
-    if len(lm) > 1:   # the same runs scored with beta_aggregate: mean (an analysis, not the suites' definition)
-        mean_table = {n: {l: statistics.fmean(per_seed(entries[n][l]["runs"], combine=statistics.fmean).values())
-                          for l in losses} for n in lm}
-        rel_mean = {n: reliability(entries[n], losses, combine=statistics.fmean) for n in lm}
-        out.append("\n## The same runs scored with beta_aggregate: mean (analysis; the suites use max)\n\n"
-                   "Split-half reliability: " + ", ".join(f"{n} {v:.2f}" for n, v in rel_mean.items()) +
+    if len(lm) > 1:   # the same runs scored with beta_aggregate: max (the suites' definition until 2026-12-01)
+        max_table = {n: {l: statistics.fmean(per_seed(entries[n][l]["runs"], combine=max).values())
+                         for l in losses} for n in lm}
+        rel_max = {n: reliability(entries[n], losses, combine=max) for n in lm}
+        out.append("\n## The same runs scored with beta_aggregate: max (the previous definition; for comparison)\n\n"
+                   "Split-half reliability: " + ", ".join(f"{n} {v:.2f}" for n, v in rel_max.items()) +
                    "\n\n| suite A | suite B | Spearman rho | Kendall tau |\n|---|---|---|---|")
-        for a, b, rho, ci_r, tau, ci_t in correlations(mean_table, lm, losses, args.bootstrap):
+        for a, b, rho, ci_r, tau, ci_t in correlations(max_table, lm, losses, args.bootstrap):
             out.append(f"| {a} | {b} | {rho:.2f} [{ci_r[0]:.2f}, {ci_r[1]:.2f}] | {tau:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}] |")
     out.append("\n## Scores (fitness of each loss on each suite)\n\n| loss | " + " | ".join(names) + " |\n|---|"
                + "---|" * len(names))
