@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import threading
 
 from candidate_losses.contract import CONTRACT_ARGS
 
@@ -19,9 +20,21 @@ class LossSourceError(ValueError):
     """The code is not one parseable contract function; the message names what is wrong."""
 
 
+_AST_LOCK = threading.Lock()
+
+
+def parse_ast(code: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` under one process-wide lock. CPython 3.11 keeps the AST constructor's recursion
+    depth in state shared by all threads, so parses on two threads at once (the campaign proposes
+    and validates on thread pools) can fail with "SystemError: AST constructor recursion depth
+    mismatch" (python/cpython gh-106905). Every parse of loss code in prefdisco goes through here."""
+    with _AST_LOCK:
+        return ast.parse(code, mode=mode)
+
+
 def parse(code: str) -> ast.Module:
     try:
-        return ast.parse(code)
+        return parse_ast(code)  # type: ignore[return-value]
     except SyntaxError as exc:
         raise LossSourceError(f"loss code does not parse (line {exc.lineno}: {exc.msg}); fix the source") from None
 
@@ -42,7 +55,7 @@ def keyword_hyperparameters(code: str) -> dict[str, float | int]:
 
     The contract function if there is one, else the first top-level function; {} when there is none.
     """
-    tree = ast.parse(code)
+    tree = parse_ast(code)
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     fn = next((f for f in functions if [a.arg for a in f.args.args[:5]] == list(CONTRACT_ARGS)),
               functions[0] if functions else None)
@@ -118,7 +131,7 @@ def normalize_code(code: str) -> str:
     Unparseable code normalises to itself with whitespace collapsed, so it still hashes stably.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse_ast(code)
     except SyntaxError:
         return " ".join(code.split())
     # Module docstring and type-only statements do not change behaviour.
@@ -135,6 +148,6 @@ def code_hash(code: str) -> str:
 
 def count_nodes(code: str) -> int:
     try:
-        return sum(1 for _ in ast.walk(ast.parse(code)))
+        return sum(1 for _ in ast.walk(parse_ast(code)))
     except SyntaxError:
         return 0

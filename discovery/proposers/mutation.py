@@ -21,7 +21,7 @@ import random
 from typing import Callable
 
 from candidate_losses.contract import CONTRACT_ARGS
-from candidate_losses.source import code_hash, contract_function, count_nodes
+from candidate_losses.source import code_hash, contract_function, count_nodes, parse_ast
 from discovery.config import MutationConfig, ProposerConfig
 from discovery.proposers.base import Proposal
 from discovery.proposers.prompting import ProposalContext
@@ -68,14 +68,14 @@ def _num(x: float) -> str:
 
 
 def _expr(text: str) -> ast.expr:
-    return ast.parse(text, mode="eval").body
+    return parse_ast(text, mode="eval").body
 
 
 class _Program:
     """A parsed single-function loss, with helpers to edit it in place."""
 
     def __init__(self, code: str):
-        self.tree = ast.parse(code)
+        self.tree = parse_ast(code)
         self.fn = contract_function(self.tree)  # ValueError unless exactly one contract function
         self.fn.decorator_list = []
 
@@ -165,7 +165,7 @@ def transform_margin(prog: _Program, rng: random.Random, cfg: MutationConfig) ->
 def _ensure_z(prog: _Program) -> None:
     ret = prog.final_return()
     if not any(isinstance(n, ast.Name) and n.id == "z_extra" for n in prog.nodes(ast.Name)):
-        stmt = ast.parse(f"z_extra = {Z_EXPR}").body[0]
+        stmt = parse_ast(f"z_extra = {Z_EXPR}").body[0]
         prog.fn.body.insert(prog.fn.body.index(ret), stmt)
 
 
@@ -244,17 +244,17 @@ def crossover(code_a: str, code_b: str, name: str, rng: random.Random) -> tuple[
     if a is None or b is None:
         return None
     params = ", ".join(CONTRACT_ARGS)
-    fn = ast.parse(f"def {name}({params}):\n    pass").body[0]
+    fn = parse_ast(f"def {name}({params}):\n    pass").body[0]
     body: list[ast.stmt] = [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
                             *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1])]
     if rng.random() < 0.6:
         tau = _num(math.exp(rng.uniform(math.log(0.05), math.log(2.0))))
-        body += ast.parse(f"z_mix = {Z_EXPR}\ngate = torch.sigmoid(z_mix / {tau})\n"
+        body += parse_ast(f"z_mix = {Z_EXPR}\ngate = torch.sigmoid(z_mix / {tau})\n"
                           f"return (1.0 - gate) * loss_a + gate * loss_b").body
         how = f"gate-mixed by sigmoid(z / {tau})"
     else:
         w = _num(rng.uniform(0.2, 0.8))
-        body += ast.parse(f"return {w} * loss_a + (1.0 - {w}) * loss_b").body
+        body += parse_ast(f"return {w} * loss_a + (1.0 - {w}) * loss_b").body
         how = f"mixed with weight {w}"
     fn.body = body
     module = ast.Module(body=[fn], type_ignores=[])
@@ -318,7 +318,7 @@ class MutationProposer:
                 continue
             if any(code_hash(code) == code_hash(p.code) for p in ctx.parents):
                 continue
-            fn_name = ast.parse(code).body[0].name
+            fn_name = parse_ast(code).body[0].name
             return Proposal(
                 thought="; ".join(ops),
                 name=fn_name,

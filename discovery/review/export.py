@@ -82,7 +82,7 @@ def undefined_names(code: str) -> list[str]:
 
     A registry loss that calls a module-level helper would export as broken code; this catches it.
     """
-    tree = ast.parse(code)
+    tree = source.parse_ast(code)
     defined: set[str] = set(PRELUDE_NAMES) | set(dir(builtins))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -157,7 +157,7 @@ def _environment() -> jinja2.Environment:
 
 def _top_level_names(code: str) -> set[str]:
     names: set[str] = set()
-    for node in ast.parse(code).body:
+    for node in source.parse_ast(code).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -176,10 +176,10 @@ def _trainer_glue() -> tuple[list[str], str]:
     return imports, "\n\n\n".join(blocks)
 
 
-def _glue_from(source: str, imports: list[str], blocks: list[str]) -> None:
-    tree = ast.parse(source)
+def _glue_from(text: str, imports: list[str], blocks: list[str]) -> None:
+    tree = source.parse_ast(text)
     for node in tree.body:
-        segment = ast.get_source_segment(source, node, padded=True) or ""
+        segment = ast.get_source_segment(text, node, padded=True) or ""
         if isinstance(node, ast.ImportFrom) and (node.module == "__future__"
                                                  or (node.module or "").startswith("evaluators")):
             continue
@@ -188,8 +188,8 @@ def _glue_from(source: str, imports: list[str], blocks: list[str]) -> None:
         elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
             decorators = getattr(node, "decorator_list", [])
             start = min([d.lineno for d in decorators] + [node.lineno])
-            comments = _leading_comments(source, start)
-            blocks.append(comments + "\n".join(source.splitlines()[start - 1:node.end_lineno]))
+            comments = _leading_comments(text, start)
+            blocks.append(comments + "\n".join(text.splitlines()[start - 1:node.end_lineno]))
 
 
 def _leading_comments(source: str, lineno: int) -> str:

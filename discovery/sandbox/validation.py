@@ -18,6 +18,7 @@ import string
 from dataclasses import dataclass
 
 from candidate_losses.contract import CONTRACT_ARGS
+from candidate_losses.source import parse_ast
 from discovery.sandbox.namespace import (
     ALIAS_FACADE,
     FACADE_MEMBERS,
@@ -280,7 +281,7 @@ def validate_source(code: str) -> list[ValidationError]:
         return [ValidationError("contract", 0,
                                 f"source is {len(code)} characters; the limit is {MAX_SOURCE_CHARS}")]
     try:
-        tree = ast.parse(code, mode="exec")
+        tree = parse_ast(code, mode="exec")
     except SyntaxError as exc:
         return [ValidationError("syntax", exc.lineno or 0, f"SyntaxError: {exc.msg}")]
     except (ValueError, RecursionError, MemoryError) as exc:

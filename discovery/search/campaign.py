@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from candidate_losses.source import code_hash, strip_decorators
+from candidate_losses.source import code_hash, parse_ast, strip_decorators
 from discovery import crashpoints
 from discovery.archive.campaign_dir import CampaignDir
 from discovery.archive.candidate import (ALL_ISLANDS, REPAIRABLE, Candidate, FailureClass, Origin, Stage,
@@ -46,7 +46,7 @@ def derive_seed(*parts: Any) -> int:
 
 def baseline_code(source: str) -> str:
     """A registered baseline's source as standalone candidate code (decorators dropped, reformatted)."""
-    return ast.unparse(ast.parse(strip_decorators(source))) + "\n"
+    return ast.unparse(parse_ast(strip_decorators(source))) + "\n"
 
 
 def summary_of(c: Candidate) -> ProgramSummary:
