@@ -88,11 +88,13 @@ def fmt(values: list[float], digits: int = 3) -> str:
 class Lab:
     """Runs groups of the calibrated tier in the suite's regime, with per-experiment overrides."""
 
-    def __init__(self, suite: str, seeds: int, cache: Path, log: list[str]) -> None:
+    def __init__(self, suite: str, seeds: int, cache: Path, log: list[str], model: dict[str, int] | None = None) -> None:
         from evaluators import load_suite
 
         group = load_suite(suite).groups[0]
         self.config = {k: dict(v) for k, v in group.config.items()}
+        if model:   # another GPT-2 size in the same regime (e.g. a rung of the fidelity ladder)
+            self.config["model"] = dict(model)
         self.task_params = dict(group.task_params)
         self.seeds = list(range(seeds))
         self.cache = cache
@@ -469,6 +471,8 @@ def main() -> None:
     parser.add_argument("--c-beta", type=float, default=0.1, help="fact c: beta of all three losses")
     parser.add_argument("--c-pairs", type=int, default=256, help="fact c: train on the first N pairs (0: the suite's)")
     parser.add_argument("--c-epochs", type=int, default=32, help="fact c: epochs, a power of 2 (0: the suite's)")
+    parser.add_argument("--model", default="", help="GPT-2 size instead of the suite's, as n_layer,n_embd,n_head "
+                                                     "(e.g. 3,64,4: the ladder's 154k-parameter rung L)")
     parser.add_argument("--cache-dir", default=os.environ.get("PREFDISCO_CACHE", str(Path.home() / ".cache/prefdisco")))
     parser.add_argument("--out", default="", help="also write the markdown report here")
     parser.add_argument("--json", default="", help="write every run here")
@@ -478,7 +482,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     facts = args.facts.split(",")
-    lab = Lab(args.suite, args.seeds, Path(args.cache_dir), [])
+    model = dict(zip(("n_layer", "n_embd", "n_head"), map(int, args.model.split(",")))) if args.model else None
+    lab = Lab(args.suite, args.seeds, Path(args.cache_dir), [], model)
     start = time.perf_counter()
     out = [f"# Calibration of the calibrated_lm tier ({args.suite})\n",
            f"Command: `{' '.join(['python'] + sys.argv)}`  ",

@@ -326,7 +326,7 @@ def main() -> None:
         from scipy.stats import spearmanr
 
         def floored(n: str, l: str) -> bool:
-            return any(v <= -0.5 + 1e-9 for v in per_seed(entries[n][l]["runs"], combine=min).values())
+            return any(v <= -0.5 + 1e-9 for v in per_seed(entries[n][l]["runs"], combine=combine[n]).values())
 
         stable = [l for l in losses if not floored("fitness", l) and not floored("heldout", l)]
         rho = float(spearmanr([table["fitness"][l] for l in stable], [table["heldout"][l] for l in stable]).statistic)

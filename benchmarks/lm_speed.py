@@ -3,12 +3,14 @@
 1. today's tinylm fitness suite (``evaluators/suites/fitness.yaml``: sequential ``transformers``
    GPT-2 runs) vs the SAME workload on the vectorised path (same references, model, 100 steps x
    64 pairs, lr, eval prompts; tier ``calibrated_lm`` with ``train.steps: 100``);
+   plus the floor under that suite on one CPU thread: its matmul FLOPs (torch's FlopCounterMode)
+   over the best fp32 matmul rate of this machine, against the 5x target of issue 15;
 2. optimiser steps/s of the vectorised trainer (one run alone, and a suite group of runs trained
    together) vs TRL's ``DPOTrainer`` on the same GPT-2, batch size and sequence length;
 3. wall time per candidate of the calibrated suites (fitness, held-out, quickstart, screen).
 
     .venv/bin/python benchmarks/lm_speed.py                 # everything (~10 min on 2 shared cores)
-    .venv/bin/python benchmarks/lm_speed.py --parts trl     # one part: tinylm, trl, suites
+    .venv/bin/python benchmarks/lm_speed.py --parts trl     # one part: tinylm, floor, trl, suites
 
 Everything runs single-threaded (``evaluate_loss`` does too; parallelism comes from sandbox
 workers), after a warm-up that builds/loads the cached references. Load average is printed next to
@@ -65,6 +67,80 @@ def part_tinylm(cache: str, device: str | None, repeats: int) -> None:
     seq = sum(w for n, w, _ in rows if n == sequential.name)
     vec = sum(w for n, w, _ in rows if n == vectorised.name)
     print(f"-> speed-up per candidate (same workload): {seq / vec:.1f}x")
+
+
+def matmul_rates(seconds: float = 2.0) -> dict[str, float]:
+    """This machine's single-thread fp32 matmul rate (GFLOP/s) at a large square GEMM and at the
+    tinylm suite's own shapes (1792 tokens x d=64 x 3d / 4d / d), each the best of a few tries."""
+    import torch
+
+    rates = {}
+    for m, k, n in [(1024, 1024, 1024), (1792, 64, 192), (1792, 64, 256), (1792, 256, 64)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        best = 0.0
+        for _ in range(5):
+            reps, t = 0, time.perf_counter()
+            while time.perf_counter() - t < seconds / 20:
+                a @ b
+                reps += 1
+            best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
+        rates[f"{m}x{k}x{n}"] = best
+    return rates
+
+
+def useful_fraction(suite, cache: str, device: str) -> float:
+    """Share of the positions a pair's forward pass computes (chosen and rejected each padded to
+    prompt + longest response) that an implementation needs: the prompt once, each response to its
+    own length (EOS included). From the suite's cached training pairs."""
+    from evaluators.reference import load_or_build_reference
+    from evaluators.tasks import make_task
+    from evaluators.tinylm_config import TinyLMConfig
+
+    used, computed = 0.0, 0.0
+    for g in suite.groups:
+        task, cfg = make_task(g.task, **g.task_params), TinyLMConfig.from_dict(g.config)
+        for seed in g.seeds:
+            tr = load_or_build_reference(task, seed, cfg, Path(cache), device)["train"]
+            p, w = tr["prefix"].shape[1], tr["a"].shape[1]
+            used += float(p * len(tr["a_len"]) + tr["a_len"].sum() + tr["b_len"].sum())
+            computed += 2.0 * (p + w) * len(tr["a_len"])
+    return used / computed
+
+
+def part_floor(cache: str, device: str | None, today_s: float, target: float) -> None:
+    """Can today's tinylm fitness suite run ``target`` times faster on one CPU thread at all? Its
+    matmul work (torch's FlopCounterMode over one whole candidate: training, sampling, KL, held-out
+    pairs; elementwise ops, optimiser and attention softmax not even counted) divided by the best
+    fp32 matmul rate this machine reaches is a lower bound on its wall time on any implementation
+    that does the same arithmetic."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from evaluators import evaluate_loss, load_suite
+
+    suite = load_suite("fitness")
+    evaluate_loss("dpo", suite, cache_dir=cache, device=device, seeds=1)   # warm-up: references built/loaded
+    counter = FlopCounterMode(display=False)
+    with counter:
+        evaluate_loss("dpo", suite, cache_dir=cache, device=device)
+    flops = counter.get_total_flops()
+    t = time.perf_counter()
+    evaluate_loss("dpo", suite, cache_dir=cache, device=device)
+    wall = time.perf_counter() - t
+    rates = matmul_rates()
+    square, own = rates["1024x1024x1024"], max(v for k, v in rates.items() if k != "1024x1024x1024")
+    useful = useful_fraction(suite, cache, device or "cpu")
+    need = today_s / target
+    print("\n## floor: today's tinylm fitness suite on one CPU thread, whatever the implementation")
+    print(f"  matmul work per candidate   {flops / 1e9:8.1f} GFLOP (FlopCounterMode, dpo, {len(suite.instances())} runs)")
+    print(f"  of which needed             {useful:8.0%} (no padding, the prompt once per pair): {flops * useful / 1e9:.1f} GFLOP")
+    print(f"  fp32 matmul rate, 1 thread  {square:8.1f} GFLOP/s at 1024^3, {own:.1f} at the suite's own shapes ({load()})")
+    print(f"  measured now (sequential)   {wall:8.1f} s per candidate ({load()}): matmuls at "
+          f"{flops / wall / 1e9:.1f} GFLOP/s")
+    for name, rate in (("1024^3", square), ("own-shape", own)):
+        print(f"  lower bound at the {name} rate: {flops * useful / rate / 1e9:5.1f} s (needed matmuls only, nothing else)")
+    print(f"  {target:.0f}x faster than today's {today_s:.1f} s = {need:.1f} s per candidate: needs the needed matmuls alone at "
+          f"{flops * useful / need / 1e9 / square:.0%} of the 1024^3 rate / {flops * useful / need / 1e9 / own:.0%} of the "
+          f"own-shape rate, with elementwise ops, optimiser, sampling loop and reward costing nothing")
 
 
 def _task_pairs(n: int):
@@ -186,7 +262,7 @@ def part_suites(cache: str, device: str | None, suites: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="tinylm,trl,suites")
+    parser.add_argument("--parts", default="tinylm,floor,trl,suites")
     parser.add_argument("--cache-dir", default=os.environ.get("PREFDISCO_CACHE", "/tmp/prefdisco-bench-cache"))
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=1)
@@ -203,6 +279,8 @@ def main() -> None:
     parts = args.parts.split(",")
     if "tinylm" in parts:
         part_tinylm(args.cache_dir, args.device, args.repeats)
+    if "floor" in parts:
+        part_floor(args.cache_dir, args.device, today_s=40.8, target=5.0)
     if "trl" in parts:
         from evaluators import load_suite
 
