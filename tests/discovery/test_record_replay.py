@@ -1,0 +1,149 @@
+"""Record and replay: every prompt, reply and usage goes to transcript.jsonl; a replay asks no endpoint
+and reproduces the archive bit for bit (whatever the requests in flight); a killed recorded campaign
+resumes without redoing or losing work and still replays; bad input gets one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FakePool
+from llm_campaign import archive_dump, prompt_hash_reply, run_llm_campaign
+from openai_test_server import ScriptedOpenAIServer, Status
+
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.errors import UserError
+from discovery.proposers.transcript import read_transcript
+from discovery.sandbox import validate_source
+from discovery.search.campaign import Campaign
+from discovery.search.progress import ProgressView
+
+HERE = Path(__file__).parent
+SHIPPED = HERE / "recorded" / "conversation"
+
+
+def replay(source: Path, out: Path, **llm_overrides) -> object:
+    """What `prefdisco run --replay SOURCE --out OUT` does, evaluated on the FakePool."""
+    config = CampaignDir.open(source).config()
+    config.proposer.llm.record, config.proposer.llm.replay = False, str(source)
+    for key, value in llm_overrides.items():
+        setattr(config.proposer.llm, key, value)
+    return Campaign.create(config, out, pool=FakePool(), validate=validate_source,
+                           progress=ProgressView(enabled=False)).run()
+
+
+@pytest.mark.parametrize("mode", ["islands", "conversation"])
+def test_replay_reproduces_the_archive_bit_for_bit_without_an_endpoint(tmp_path, mode):
+    script = [Status(500)]  # one request fails for good (max_retries 0): the failure is replayed too
+    with ScriptedOpenAIServer(script, default=prompt_hash_reply) as server:
+        run_llm_campaign(tmp_path / "rec", server.base_url,
+                         llm={"mode": mode, "record": True, "concurrency": 2, "max_retries": 0})
+        asked = len(server.requests)
+    entries = read_transcript(tmp_path / "rec" / "transcript.jsonl")
+    rows = {r.id: r for r in CampaignDir.open(tmp_path / "rec").database().all() if not r.is_baseline}
+    assert set(entries) == set(rows) and len(entries) == asked  # one exchange per proposal, keyed by its id
+    assert sum(bool(e["error"]) for e in entries.values()) == 1
+    for cid, entry in entries.items():
+        assert entry["messages"][0]["role"] == "system" and entry["model"] == "scripted-test-double"
+        assert entry["prompt_tokens"] + entry["completion_tokens"] == rows[cid].tokens
+    # the endpoint is gone (server closed); replay with another number of requests in flight
+    replay(tmp_path / "rec", tmp_path / "again", concurrency=3)
+    replay(tmp_path / "rec", tmp_path / "sequential", concurrency=1)
+    reference = archive_dump(tmp_path / "rec")
+    assert archive_dump(tmp_path / "again") == reference
+    assert archive_dump(tmp_path / "sequential") == reference
+
+
+def test_shipped_transcript_replays_to_its_archive():
+    """tests/discovery/recorded/conversation was recorded with the test double (see record_transcript.py)."""
+    import tempfile
+
+    expected = json.loads((SHIPPED / "archive.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        replay(SHIPPED, Path(tmp) / "replayed")
+        assert json.loads(json.dumps(archive_dump(Path(tmp) / "replayed"))) == expected, (
+            "the shipped transcript no longer replays (prompts or scoring changed?): regenerate it with "
+            "`python tests/discovery/record_transcript.py`")
+
+
+def test_a_diverged_or_short_transcript_stops_the_replay_with_one_line(tmp_path):
+    with ScriptedOpenAIServer(default=prompt_hash_reply) as server:
+        run_llm_campaign(tmp_path / "rec", server.base_url, llm={"record": True})
+    path = tmp_path / "rec" / "transcript.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4]) + "\n")  # header + 3 exchanges
+    with pytest.raises(UserError, match="has no reply for g002-s01") as err:
+        replay(tmp_path / "rec", tmp_path / "short")
+    assert "\n" not in str(err.value)
+    entry = json.loads(lines[2])
+    entry["messages"][1]["content"] += " (edited)"
+    path.write_text("\n".join([lines[0], lines[1], json.dumps(entry), *lines[3:]]) + "\n")
+    with pytest.raises(UserError, match=f"replay diverged at {entry['key']}: message 1 .user."):
+        replay(tmp_path / "rec", tmp_path / "diverged")
+
+
+def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """`prefdisco run ARGS` through the console entry point: (exit code, stdout, stderr)."""
+    from discovery.commands import main
+
+    monkeypatch.setattr(sys, "argv", ["prefdisco", "run", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    out = capsys.readouterr()
+    return int(done.value.code or 0), out.out, out.err
+
+
+def test_cli_replay_and_record_refuse_bad_input_with_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    mutation = tmp_path / "mutation.yaml"
+    mutation.write_text(yaml.safe_dump({"name": "m"}))
+    cases = [
+        (["--replay", str(tmp_path / "empty")], "has no transcript.jsonl: record one with"),
+        (["--replay", str(SHIPPED), str(mutation)], "give --replay DIR alone"),
+        (["--replay", str(SHIPPED), "--seed", "3"], "give --replay DIR alone"),
+        ([str(mutation), "--record"], "need proposer.kind: llm"),
+        (["--resume", str(SHIPPED), "--record"], "--record starts with a campaign"),
+    ]
+    for args, needle in cases:
+        code, _, err = cli(capsys, monkeypatch, *args)
+        assert code == 2 and needle in err, (args, err)
+        assert err.count("\n") == 1 and err.startswith("error: ")
+    code, printed, _ = cli(capsys, monkeypatch, "--replay", str(SHIPPED), "--print-config")
+    assert code == 0
+    assert yaml.safe_load(printed)["proposer"]["llm"]["replay"] == str(SHIPPED.resolve())
+
+
+def run_main(out: Path, base_url: str, *, resume: bool = False, crash: str | None = None, **settings) -> int:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
+    env.pop("PREFDISCO_CRASH_AT", None)
+    if crash:
+        env["PREFDISCO_CRASH_AT"] = crash
+    cmd = [sys.executable, str(HERE / "llm_campaign.py"), str(out), base_url, "--set", json.dumps(settings)]
+    return subprocess.run(cmd + (["--resume"] if resume else []), env=env, capture_output=True, timeout=120).returncode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["proposal:3", "db_write:9"])
+def test_killed_recorded_campaign_resumes_without_redoing_work_and_still_replays(tmp_path, crash):
+    settings = {"llm": {"record": True, "concurrency": 2, "mode": "conversation"}}
+    with ScriptedOpenAIServer(default=prompt_hash_reply) as server:
+        run_llm_campaign(tmp_path / "reference", server.base_url, **settings)
+        assert run_main(tmp_path / "cut", server.base_url, crash=crash, **settings) == -9
+        recorded_before = {r.id for r in CampaignDir.open(tmp_path / "cut").database().all()}
+        assert run_main(tmp_path / "cut", server.base_url, resume=True) == 0
+    assert archive_dump(tmp_path / "cut") == archive_dump(tmp_path / "reference")  # nothing lost
+    keys = [json.loads(line).get("key") for line in (tmp_path / "cut" / "transcript.jsonl").read_text().splitlines()]
+    asked_twice = {k for k in keys if k and keys.count(k) > 1}
+    assert not asked_twice & recorded_before  # a proposal the archive held was never asked for again
+    replay(tmp_path / "cut", tmp_path / "replayed")
+    assert archive_dump(tmp_path / "replayed") == archive_dump(tmp_path / "reference")
+    # and a killed replay resumes into the same archive
+    assert run_main(tmp_path / "replay-cut", "unused", crash="db_write:12",
+                    llm={"replay": str(tmp_path / "cut"), "concurrency": 3, "mode": "conversation"}) == -9
+    assert run_main(tmp_path / "replay-cut", "unused", resume=True) == 0
+    assert archive_dump(tmp_path / "replay-cut") == archive_dump(tmp_path / "reference")
