@@ -4,6 +4,8 @@ against the OpenAI-compatible HTTP test double (real `openai` client, FakePool e
 from __future__ import annotations
 
 import pytest
+from llm_campaign import llm_config, prompt_hash_reply, run_llm_campaign
+from openai_test_server import ScriptedOpenAIServer, json_reply
 
 from discovery.archive.campaign_dir import CampaignDir
 from discovery.config import LLMConfig, ModelEndpoint, PromptConfig, config_from_dict
@@ -11,8 +13,7 @@ from discovery.errors import UserError
 from discovery.proposers.conversation import conversation_messages
 from discovery.proposers.llm import LLMProposer
 from discovery.proposers.prompting import BetaSweep, ChatTurn, Outcome, ProgramSummary, ProposalContext, render_system
-from llm_campaign import llm_config, prompt_hash_reply, run_llm_campaign
-from openai_test_server import ScriptedOpenAIServer, json_reply
+
 
 def rows_of(out):
     db = CampaignDir.open(out).database()

@@ -4,10 +4,10 @@ makes, and token / cost caps are never passed (the worst case of every request i
 from __future__ import annotations
 
 import pytest
-
-from discovery.archive.campaign_dir import CampaignDir
 from llm_campaign import archive_dump, prompt_hash_reply, run_llm_campaign
 from openai_test_server import ScriptedOpenAIServer
+
+from discovery.archive.campaign_dir import CampaignDir
 
 PRICES = {"input": 1.0, "output": 4.0}  # USD per million tokens, as llm_campaign.llm_config sets them
 
