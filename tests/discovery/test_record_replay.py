@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import FakePool
-from llm_campaign import archive_dump, prompt_hash_reply, run_llm_campaign
+from llm_campaign import archive_dump, llm_config, prompt_hash_reply, run_llm_campaign
 from openai_test_server import ScriptedOpenAIServer, Status
 
 from discovery.archive.campaign_dir import CampaignDir
@@ -147,3 +147,44 @@ def test_killed_recorded_campaign_resumes_without_redoing_work_and_still_replays
                     llm={"replay": str(tmp_path / "cut"), "concurrency": 3, "mode": "conversation"}) == -9
     assert run_main(tmp_path / "replay-cut", "unused", resume=True) == 0
     assert archive_dump(tmp_path / "replay-cut") == archive_dump(tmp_path / "reference")
+
+
+TIMING_KEYS = ("wall_time_s", "time_s", "seconds", "t_ready", "t_start", "t_done", "cpu_ready", "start_s")
+
+
+def without_timings(value):
+    """A stage result minus the wall-clock measurements inside it (they differ from run to run)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not k.endswith(TIMING_KEYS)}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return without_timings(json.loads(value))
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+@pytest.mark.slow
+def test_cli_record_then_replay_with_the_real_sandbox_reproduces_the_archive(tmp_path, capsys, monkeypatch):
+    suites = HERE / "suites"
+    config = llm_config(None, budget={"max_candidates": 4}, llm={"concurrency": 2},
+                        cascade={"screen_suite": str(suites / "tiny_screen.yaml"),
+                                 "fitness_suite": str(suites / "tiny_fitness.yaml"),
+                                 "heldout_suite": str(suites / "tiny_heldout.yaml"), "job_timeout_s": 120,
+                                 "screen_margin": 1.0})
+    with ScriptedOpenAIServer(default=prompt_hash_reply) as server:
+        config["proposer"]["llm"]["models"][0]["base_url"] = server.base_url
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        code, _, err = cli(capsys, monkeypatch, str(tmp_path / "c.yaml"), "--out", str(tmp_path / "rec"), "--record")
+        assert code == 0, err
+    assert len(read_transcript(tmp_path / "rec" / "transcript.jsonl")) == len(server.requests) >= 4
+    code, _, err = cli(capsys, monkeypatch, "--replay", str(tmp_path / "rec"), "--out", str(tmp_path / "rep"))
+    assert code == 0, err  # the endpoint is closed: every reply came from the transcript
+    recorded, replayed = archive_dump(tmp_path / "rec"), archive_dump(tmp_path / "rep")
+    assert recorded["replies"] == replayed["replies"]
+    # codes, statuses, fitness floats, tokens, cost, every stage result: all equal but the stopwatch readings
+    assert without_timings(recorded) == without_timings(replayed)
+    assert [r["fitness"] for r in recorded["candidates"]] == [r["fitness"] for r in replayed["candidates"]]
+    assert any(r["fitness"] is not None for r in recorded["candidates"] if r["origin"] != "baseline")
