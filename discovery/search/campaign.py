@@ -4,6 +4,8 @@ Determinism and resume rest on three rules:
 1. Generation g's proposals see only the archive up to generation g-1-lag (lag=1 lets the workers
    evaluate generation g-1 while g is being proposed), and every random choice for slot s of
    generation g comes from a seed derived from (campaign seed, g, s).
+   The slots of one generation may be asked in parallel (`proposer.llm.concurrency`); they are
+   recorded in slot order whatever order the replies come in (`discovery.search.proposing`).
 2. Every proposal is recorded (under id g<g>-s<s>) before it is evaluated, and every finished
    stage is recorded in one transaction that refuses to run twice. A resumed run reuses recorded
    proposals (an LLM is never asked twice for a recorded slot) and continues each candidate from
@@ -65,7 +67,10 @@ def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
         return None
     from evaluators.suites import load_suite
 
-    suite = load_suite(config.cascade.fitness_suite)
+    try:
+        suite = load_suite(config.cascade.fitness_suite)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"cascade.fitness_suite: {exc}") from None
     betas = sorted({b for group in suite.groups for b in group.betas})
     return BetaSweep(betas=tuple(betas), aggregate=suite.scoring.beta_aggregate)
 
