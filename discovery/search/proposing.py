@@ -101,7 +101,8 @@ class GenerationProposer:
         """Record proposals for every slot of generation g (slots recorded before are kept); returns
         why it stopped early (a budget, or "stopped"), or None when every slot was asked."""
         existing = {r.slot for r in self.db.all(generation=g)}
-        asks = [self._slot(g, slot, visible) for slot in range(slots) if slot not in existing]
+        repairs, dpo = self._repair_targets(g, visible), self.db.dpo()
+        asks = [self._slot(g, slot, visible, repairs, dpo) for slot in range(slots) if slot not in existing]
         spent = spend_of([r for r in self.db.all() if not r.is_baseline])
         pending: collections.deque[tuple[SlotAsk, cf.Future, Spend]] = collections.deque()
         reason = None
@@ -128,17 +129,15 @@ class GenerationProposer:
         return reason
 
     # ---- building the slots -------------------------------------------------------------------
-    def _slot(self, g: int, slot: int, visible: int) -> SlotAsk | None:
+    def _slot(self, g: int, slot: int, visible: int, repairs: list[Candidate], dpo: Candidate | None) -> SlotAsk | None:
         cfg = self.config
         seed = derive_seed(cfg.seed, g, slot)
         island = slot % cfg.database.islands
-        repairs = self._repair_targets(g, visible)
         if slot < len(repairs):
             target = repairs[slot]
             context = RepairContext(generation=g, seed=seed, failed=summary_of(target), slot=slot, sweep=self.sweep,
                                     failure_class=target.failure_class or "", message=target.error or "")
             return SlotAsk(slot, target.island if target.island != ALL_ISLANDS else island, Origin.REPAIR, context)
-        dpo = self.db.dpo()
         common = dict(generation=g, island=island, slot=slot, seed=seed, dpo_fitness=dpo.fitness if dpo else None,
                       sweep=self.sweep, lag=cfg.pipeline_lag)
         if self.conversation:
