@@ -6,15 +6,14 @@
 Runs a real LLM campaign (LLMProposer, `openai` client over HTTP, real sandbox, real training on the
 tests' tiny bandit suites, each run raised to `--train-steps` 400) against the OpenAI-compatible
 *test double* (tests/discovery/openai_test_server.py), which holds every reply back `--latency`
-seconds; its replies are a pure
-function of the prompt (tests/discovery/llm_campaign.py), not a model. Each stage call the cascade
-makes is timed; "busy" = summed call time / (workers x wall time), the share of the workers'
-capacity spent evaluating. It is given over the whole `Campaign.run()` (which opens with the sandbox
-workers' start, before any stage call) and from the first stage call to the last (what the LLM's
+seconds; its replies are a pure function of the prompt (tests/discovery/llm_campaign.py), not a model.
+Each stage call the cascade makes is timed; "busy" = summed call time / (workers x wall time), the
+share of the workers' capacity spent evaluating. It is given over the whole `Campaign.run()` (which
+opens with the sandbox workers' start) and from the first stage call to the last (what the LLM's
 latency can cost); both runs start after the main process's imports (torch). The first LLM round
-always waits for the baselines' fitness, so a longer campaign amortises it. On a
-shared machine the ratio of the two runs side by side is the robust figure. Target: busy >= 90 % with
-the requests in flight. LLM_LATENCY_TIMELINE=1 prints the stretches when a worker stood idle.
+always waits for the baselines' fitness, so a longer campaign amortises it. On a shared machine the
+ratio of the two runs side by side is the robust figure. Target: busy >= 90 % with the requests in
+flight. LLM_LATENCY_TIMELINE=1 prints the stretches when a worker stood idle.
 """
 
 from __future__ import annotations
