@@ -119,8 +119,7 @@ class GenerationProposer:
                 reason = reason or self._over_cap(spent, reserved)
                 if reason:
                     break
-                call = (lambda a=ask: self._ask(a))
-                pending.append((ask, call() if self.in_flight == 1 else _in_thread(call), worst))
+                pending.append((ask, self._submit(ask), worst))
             while pending:
                 spent = self._record(g, *pending.popleft()[:2], spent)
         finally:
@@ -196,13 +195,21 @@ class GenerationProposer:
             return "budget: cost"
         return None
 
+    def _submit(self, ask: SlotAsk) -> cf.Future:
+        """Ask for one slot: on a request thread when several may be in flight, else right here."""
+        if self.in_flight > 1:
+            return _in_thread(lambda: self._ask(ask))
+        done: cf.Future = cf.Future()
+        done.set_result(self._ask(ask))
+        return done
+
     def _ask(self, ask: SlotAsk) -> list[Proposal]:
         if isinstance(ask.context, RepairContext):
             return self.proposer.repair(ask.context)  # type: ignore[attr-defined]
         return self.proposer.propose(ask.context)
 
-    def _record(self, g: int, ask: SlotAsk, future: Any, spent: Spend) -> Spend:
-        proposals = future.result() if isinstance(future, cf.Future) else future
+    def _record(self, g: int, ask: SlotAsk, future: cf.Future, spent: Spend) -> Spend:
+        proposals = future.result()
         crashpoints.maybe_crash("proposal")
         for k, proposal in enumerate(proposals):
             self._record_proposal(g, ask.slot, k, ask.island, ask.origin, proposal)
