@@ -15,8 +15,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import openai
 
@@ -108,7 +109,7 @@ class OpenAIChat:
             except openai.NotFoundError:
                 raise UserError(f"model {model.model!r} or base_url {model.base_url!r} not found (404); "
                                 "check proposer.llm.models") from None
-            except Exception as exc:  # noqa: BLE001 - classified just below
+            except Exception as exc:
                 if _refused(exc) and json_mode and cfg.json_mode == "auto":
                     with self._lock:
                         self._json_refused.add(request.model_index)

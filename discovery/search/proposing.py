@@ -17,8 +17,9 @@ import hashlib
 import math
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from candidate_losses.source import code_hash
 from discovery import crashpoints

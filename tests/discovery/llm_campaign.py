@@ -21,14 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import FakePool  # noqa: E402
-from openai_test_server import json_reply  # noqa: E402
+from conftest import FakePool
+from openai_test_server import json_reply
 
-from discovery.archive.campaign_dir import CampaignDir  # noqa: E402
-from discovery.config import config_from_dict  # noqa: E402
-from discovery.sandbox import validate_source  # noqa: E402
-from discovery.search.campaign import Campaign  # noqa: E402
-from discovery.search.progress import ProgressView  # noqa: E402
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.config import config_from_dict
+from discovery.sandbox import validate_source
+from discovery.search.campaign import Campaign
+from discovery.search.progress import ProgressView
 
 HEAD = ("def {name}(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
         "reference_rejected_logps, beta):\n"

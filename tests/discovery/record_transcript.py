@@ -16,8 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from llm_campaign import archive_dump, prompt_hash_reply, run_llm_campaign  # noqa: E402
-from openai_test_server import ScriptedOpenAIServer  # noqa: E402
+from llm_campaign import archive_dump, prompt_hash_reply, run_llm_campaign
+from openai_test_server import ScriptedOpenAIServer
 
 TARGET = HERE / "recorded" / "conversation"
 SETTINGS = {"name": "recorded-conversation", "budget": {"max_candidates": 6}, "pipeline_lag": 1,
