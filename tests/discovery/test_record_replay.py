@@ -188,3 +188,24 @@ def test_cli_record_then_replay_with_the_real_sandbox_reproduces_the_archive(tmp
     assert without_timings(recorded) == without_timings(replayed)
     assert [r["fitness"] for r in recorded["candidates"]] == [r["fitness"] for r in replayed["candidates"]]
     assert any(r["fitness"] is not None for r in recorded["candidates"] if r["origin"] != "baseline")
+
+
+def test_a_line_torn_by_a_kill_is_dropped_and_recording_continues_on_a_fresh_line(tmp_path):
+    from discovery.proposers.chat import ChatReply, ChatRequest
+    from discovery.proposers.transcript import RecordingChat
+
+    class Echo:
+        def complete(self, request):
+            return ChatReply(text=f"reply to {request.key}", prompt_tokens=3, completion_tokens=2)
+
+    path = tmp_path / "transcript.jsonl"
+    chat = RecordingChat(Echo(), path, ["m"])
+    chat.complete(ChatRequest("g001-s00", 0, [{"role": "user", "content": "a"}]))
+    with open(path, "a") as fh:
+        fh.write('{"kind": "exchange", "key": "g001-s01", "messa')  # killed mid-write
+    assert set(read_transcript(path)) == {"g001-s00"}
+    chat = RecordingChat(Echo(), path, ["m"])  # the resumed campaign
+    chat.complete(ChatRequest("g001-s01", 0, [{"role": "user", "content": "b"}]))
+    entries = read_transcript(path)
+    assert set(entries) == {"g001-s00", "g001-s01"} and entries["g001-s01"]["reply"] == "reply to g001-s01"
+    assert all(json.loads(line) for line in path.read_text().splitlines())
