@@ -93,6 +93,7 @@ class ProposalContext:
     thread: list[ChatTurn] = field(default_factory=list)
     sweep: BetaSweep | None = None
     lag: int = 0  # generations by which evaluation trails the proposals (results arrive that much later)
+    chats: int = 1  # conversation mode: how many island chats run side by side (this one is `island`)
 
 
 @dataclass

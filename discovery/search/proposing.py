@@ -142,7 +142,8 @@ class GenerationProposer:
                       sweep=self.sweep, lag=cfg.pipeline_lag)
         if self.conversation:
             baselines = [summary_of(r) for r in self.db.all(generation=0) if r.fitness is not None]
-            context = ProposalContext(parents=baselines, thread=self._thread(g, island), **common)
+            context = ProposalContext(parents=baselines, thread=self._thread(g, island),
+                                      chats=min(cfg.database.islands, cfg.generation_size), **common)
             return SlotAsk(slot, island, Origin.PROPOSAL, context) if baselines else None
         rng = random.Random(seed)
         parents = self.db.select_parents(island, visible, g, rng, k=2, lam=cfg.database.selection_lambda)

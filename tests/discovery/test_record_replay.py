@@ -64,11 +64,14 @@ def test_shipped_transcript_replays_to_its_archive():
     import tempfile
 
     expected = json.loads((SHIPPED / "archive.json").read_text())
+    regenerate = ("the shipped transcript no longer replays (prompts or scoring changed?): if that was meant, "
+                  "regenerate it with `PYTHONPATH=. python tests/discovery/record_transcript.py`")
     with tempfile.TemporaryDirectory() as tmp:
-        replay(SHIPPED, Path(tmp) / "replayed")
-        assert json.loads(json.dumps(archive_dump(Path(tmp) / "replayed"))) == expected, (
-            "the shipped transcript no longer replays (prompts or scoring changed?): regenerate it with "
-            "`python tests/discovery/record_transcript.py`")
+        try:
+            replay(SHIPPED, Path(tmp) / "replayed")
+        except UserError as exc:
+            pytest.fail(f"{exc}; {regenerate}")
+        assert json.loads(json.dumps(archive_dump(Path(tmp) / "replayed"))) == expected, regenerate
 
 
 def test_a_diverged_or_short_transcript_stops_the_replay_with_one_line(tmp_path):
