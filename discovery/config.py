@@ -31,10 +31,27 @@ class ModelEndpoint(Config):
 
 
 @dataclass
+class PromptConfig(Config):
+    """What the LLM is told besides the archive: each switch exists so its effect can be measured."""
+
+    show_beta: bool = False  # state the fitness suite's beta sweep and how the sweep is combined
+    monotonicity_rule: bool = True  # say "lower loss must mean the policy prefers the chosen response"
+    example_loss: bool = False  # show a DPO reply as a worked example in the system prompt (as DiscoPOP did)
+    literature_cue: bool = False  # tell the model to draw on the classification / preference-loss literature
+
+
+@dataclass
 class LLMConfig(Config):
     """LLMProposer settings; used when `proposer.kind` is "llm"."""
 
     models: list[ModelEndpoint] = field(default_factory=lambda: [ModelEndpoint()])
+    # islands: each prompt is a fresh chat showing parents drawn from one island (the default);
+    # conversation: one growing chat per island, every candidate's fitness or error appended (DiscoPOP)
+    mode: Literal["islands", "conversation"] = "islands"
+    conversation_turns: int = 20  # conversation: keep the system prompt, the first turn and the last N exchanges
+    concurrency: int = 1  # LLM requests in flight at once (slots of a generation are asked in parallel)
+    json_mode: Literal["auto", "on", "off"] = "auto"  # response_format json_object; auto: drop it if refused
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     temperature: float = 0.8
     max_tokens: int = 2048
     samples: int = 1  # completions per prompt (each becomes a candidate)
@@ -42,7 +59,17 @@ class LLMConfig(Config):
     backoff_initial_s: float = 1.0  # exponential backoff start (Retry-After wins when given)
     backoff_max_s: float = 60.0
     request_timeout_s: float = 120.0
-    repair: bool = True  # one repair retry for candidates failing validation or the probe
+    repair: bool = True  # islands mode: one repair prompt for candidates failing validation or the probe
+    record: bool = False  # store every prompt, reply and usage in <campaign dir>/transcript.jsonl
+    replay: str | None = None  # answer every prompt from this recorded campaign dir (or transcript file); no endpoint
+
+    def check(self) -> None:
+        if self.concurrency < 1 or self.samples < 1 or self.conversation_turns < 1:
+            raise ValueError("concurrency, samples and conversation_turns must be >= 1")
+        if self.mode == "conversation" and self.samples != 1:
+            raise ValueError("mode 'conversation' takes one reply per turn: set samples: 1")
+        if self.record and self.replay:
+            raise ValueError("record and replay exclude each other (a replay asks no endpoint)")
 
 
 @dataclass
@@ -121,6 +148,13 @@ class CampaignConfig(Config):
             raise ValueError("generation_size and workers must be >= 1")
         if "dpo" not in [b.lower() for b in self.baselines]:
             raise ValueError("baselines must include 'dpo' (every stage's gate is relative to DPO)")
+        llm = self.proposer.llm
+        if self.proposer.kind == "llm" and llm.mode == "conversation" and self.generation_size > self.database.islands:
+            raise ValueError(f"proposer.llm.mode 'conversation' keeps one chat per island and asks each once per "
+                             f"generation: set database.islands >= generation_size (now {self.database.islands} < "
+                             f"{self.generation_size})")
+        if (llm.record or llm.replay) and self.proposer.kind != "llm":
+            raise ValueError("proposer.llm.record / replay need proposer.kind: llm")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -70,6 +70,11 @@ migrations = sa.Table(
     sa.Column("candidate_id", sa.String(64), primary_key=True),
     sa.Column("to_island", sa.Integer, primary_key=True),
 )
+replies = sa.Table(  # an LLM candidate's reply as received (a conversation shows it back to the model)
+    "replies", metadata,
+    sa.Column("candidate_id", sa.String(64), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+)
 meta = sa.Table(
     "meta", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -127,14 +132,17 @@ class ProgramDatabase:
         self.engine.dispose()
 
     # ---- writes -------------------------------------------------------------------------------
-    def add_candidate(self, c: Candidate) -> bool:
-        """Insert a newly proposed (or seeded) candidate if absent (idempotent); True if this call inserted it."""
+    def add_candidate(self, c: Candidate, reply: str = "") -> bool:
+        """Insert a newly proposed (or seeded) candidate, with the LLM reply it came from if any, unless
+        present (idempotent); True if this call inserted it."""
         now = time.time()
         row = _plain({**c.__dict__, "stage": "", "metrics": {}, "timings": {}, "created_at": now, "updated_at": now})
         with self.engine.begin() as conn:
             if conn.execute(sa.select(candidates.c.id).where(candidates.c.id == c.id)).first():
                 return False
             conn.execute(candidates.insert().values(**row))
+            if reply:
+                conn.execute(replies.insert().values(candidate_id=c.id, text=reply))
             maybe_crash("db_write")
         return True
 
@@ -214,6 +222,12 @@ class ProgramDatabase:
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return _decode(row) if row else None
+
+    def replies(self, ids: list[str]) -> dict[str, str]:
+        """The stored LLM replies of these candidates (those that have one)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(replies).where(replies.c.candidate_id.in_(list(ids)))).all()
+        return {r.candidate_id: r.text for r in rows}
 
     def count_evaluations(self, stage: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(evaluations)

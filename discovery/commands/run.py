@@ -1,4 +1,5 @@
-"""`prefdisco run CONFIG [--out DIR]` and `prefdisco run --resume DIR`: the main job."""
+"""`prefdisco run CONFIG [--out DIR] [--record]`, `prefdisco run --resume DIR` and
+`prefdisco run --replay DIR --out NEW`: the main job."""
 
 from __future__ import annotations
 
@@ -23,14 +24,32 @@ def register(app: typer.Typer) -> None:
             None, "--heldout-top", help="With --resume: evaluate the top K on the held-out suite now."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
         as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+        record: bool = typer.Option(
+            False, "--record", help="LLM campaigns: store every prompt, reply and token usage in "
+                                    "DIR/transcript.jsonl, so `--replay DIR` can re-run it without the endpoint."),
+        replay: Optional[Path] = typer.Option(
+            None, "--replay", help="Re-run the recorded campaign in this directory from its transcript, asking "
+                                   "no endpoint, into --out (its config is reused; the archive comes out the same)."),
     ) -> None:
         """Run a discovery campaign to its budget (Ctrl-C stops cleanly; --resume continues)."""
         from discovery.search.campaign import Campaign
         from discovery.config import dump_config, load_config
 
-        if (config is None) == (resume is None):
+        if replay is not None:
+            if config is not None or resume is not None or seed is not None:
+                raise UserError("give --replay DIR alone (with --out NEW_DIR): the replay reuses DIR's config and seed")
+            cfg = _replay_config(replay)
+            if print_config:
+                typer.echo(dump_config(cfg))
+                return
+            out_dir = out or Path("runs") / f"{cfg.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}"
+            campaign = Campaign.create(cfg, out_dir)
+        elif (config is None) == (resume is None):
             raise UserError("give either a CONFIG file or --resume DIR (not both)")
-        if resume is not None:
+        elif resume is not None:
+            if record:
+                raise UserError("--record starts with a campaign (prefdisco run CONFIG --record); a resumed "
+                                "campaign keeps recording if it was started that way")
             campaign = Campaign.resume(resume)
             if heldout_top is not None:
                 _heldout_now(campaign, heldout_top)
@@ -39,6 +58,9 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config)
             if seed is not None:
                 cfg.seed = seed
+            if record:
+                cfg.proposer.llm.record = True
+                _check(cfg)
             if print_config:
                 typer.echo(dump_config(cfg))
                 return
@@ -65,6 +87,30 @@ def register(app: typer.Typer) -> None:
                        + " (fitness is what the search optimised, not the verdict)")
         typer.echo(f"review: prefdisco leaderboard {result.out_dir}")
         typer.echo((result.verdict or {}).get("text") or "no held-out verdict")
+
+
+def _check(cfg) -> None:  # type: ignore[no-untyped-def]
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _replay_config(source: Path):  # type: ignore[no-untyped-def]
+    """The recorded campaign's config, set to answer every prompt from its transcript."""
+    from discovery.archive.campaign_dir import CampaignDir
+    from discovery.proposers.transcript import transcript_path
+
+    if not source.is_dir():
+        raise UserError(f"--replay takes the directory of a recorded campaign; {source} is not a directory")
+    transcript_path(source)  # a one-line error when DIR was not recorded
+    recorded = CampaignDir.open(source).config()
+    if recorded.proposer.kind != "llm":
+        raise UserError(f"{source} ran the {recorded.proposer.kind} proposer; only LLM campaigns are replayed")
+    recorded.proposer.llm.record = False
+    recorded.proposer.llm.replay = str(Path(source).resolve())
+    _check(recorded)
+    return recorded
 
 
 def _paired_text(d: dict | None) -> str:  # type: ignore[type-arg]

@@ -21,7 +21,16 @@ class Proposal:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str = ""  # why `code` is None (e.g. malformed reply)
+    reply: str = ""  # the LLM's reply as received (kept: a conversation shows it back to the model)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Tokens and dollars, spent or (as a bound before a request is sent) at most to be spent."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
 
 
 @runtime_checkable
@@ -31,6 +40,13 @@ class Proposer(Protocol):
     name: str
 
     def propose(self, context: ProposalContext) -> list[Proposal]: ...
+
+
+@runtime_checkable
+class BoundedProposer(Proposer, Protocol):
+    """A proposer that spends tokens/money and can bound a context's spend before asking (budget caps)."""
+
+    def worst_case(self, context: ProposalContext | RepairContext) -> Spend: ...
 
 
 @runtime_checkable

@@ -330,6 +330,6 @@ class MutationProposer:
         return None
 
 
-def from_config(config: ProposerConfig) -> MutationProposer:
+def from_config(config: ProposerConfig, campaign_dir: object = None) -> MutationProposer:
     """``proposer.kind: mutation`` in a campaign config."""
     return MutationProposer(config.mutation)

@@ -4,6 +4,8 @@ Determinism and resume rest on three rules:
 1. Generation g's proposals see only the archive up to generation g-1-lag (lag=1 lets the workers
    evaluate generation g-1 while g is being proposed), and every random choice for slot s of
    generation g comes from a seed derived from (campaign seed, g, s).
+   The slots of one generation may be asked in parallel (`proposer.llm.concurrency`); they are
+   recorded in slot order whatever order the replies come in (`discovery.search.proposing`).
 2. Every proposal is recorded (under id g<g>-s<s>) before it is evaluated, and every finished
    stage is recorded in one transaction that refuses to run twice. A resumed run reuses recorded
    proposals (an LLM is never asked twice for a recorded slot) and continues each candidate from
@@ -17,9 +19,6 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import dataclasses
-import hashlib
-import math
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -27,38 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from candidate_losses.source import code_hash, parse_ast, strip_decorators
-from discovery import crashpoints
 from discovery.archive.campaign_dir import CampaignDir
-from discovery.archive.candidate import (ALL_ISLANDS, REPAIRABLE, Candidate, FailureClass, Origin, Stage,
-                                         Status, find_dpo)
+from discovery.archive.candidate import ALL_ISLANDS, Candidate, FailureClass, Origin, Stage, Status, find_dpo
 from discovery.archive.database import candidate_id, sequence_number
 from discovery.config import CampaignConfig, resolve_paths
 from discovery.errors import UserError
-from discovery.proposers import Proposal, Proposer, make_proposer
-from discovery.proposers.prompting import ProgramSummary, ProposalContext, RepairContext
+from discovery.proposers import Proposer, make_proposer
+from discovery.proposers.prompting import BetaSweep
 from discovery.search.cascade import SEARCH_STAGES, Cascade, StageOutcome, next_stage
 from discovery.search.progress import ProgressView
+from discovery.search.proposing import GenerationProposer, derive_seed, summary_of
 
-
-def derive_seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+__all__ = ["Campaign", "CampaignResult", "baseline_code", "derive_seed", "summary_of"]
 
 
 def baseline_code(source: str) -> str:
     """A registered baseline's source as standalone candidate code (decorators dropped, reformatted)."""
     return ast.unparse(parse_ast(strip_decorators(source))) + "\n"
-
-
-def summary_of(c: Candidate) -> ProgramSummary:
-    """Archive candidate -> what a proposer may see. Held-out columns are deliberately not copied."""
-    fitness_metrics = (c.metrics or {}).get("fitness") or {}
-    return ProgramSummary(
-        id=c.id, name=c.name, code=c.code or "", fitness=c.fitness,
-        fitness_se=c.fitness_se, screen_fitness=c.screen_fitness,
-        metrics={k: v for k, v in (fitness_metrics.get("per_task") or {}).items() if v is not None},
-        behaviour=c.behaviour or "", generation=c.generation, proposer=c.proposer,
-        thought=(c.thought or "")[:400],
-    )
 
 
 @dataclass
@@ -75,6 +59,20 @@ class CampaignResult:
     wall_time_s: float
     fitness_vs_dpo: dict[str, Any] | None = None  # best's paired difference with DPO on the search suite
     verdict: dict[str, Any] | None = None  # the held-out verdict against DPO (discovery.review.verdict)
+
+
+def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
+    """The fitness suite's beta sweep, for prompts that state it (LLM campaigns only)."""
+    if config.proposer.kind != "llm":
+        return None
+    from evaluators.suites import load_suite
+
+    try:
+        suite = load_suite(config.cascade.fitness_suite)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"cascade.fitness_suite: {exc}") from None
+    betas = sorted({b for group in suite.groups for b in group.betas})
+    return BetaSweep(betas=tuple(betas), aggregate=suite.scoring.beta_aggregate)
 
 
 class CampaignCannotEvaluate(UserError):
@@ -102,7 +100,7 @@ class Campaign:
                                  num_gpus_per_worker=config.num_gpus_per_worker,
                                  limits=SandboxLimits(cache_dir=cascade_cfg.cache_dir))
         self.pool = pool
-        self.proposer = proposer or make_proposer(config.proposer)
+        self.proposer = proposer or make_proposer(config.proposer, directory.path)
         self.cascade = Cascade(pool, cascade_cfg, validate=validate)
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
@@ -111,6 +109,8 @@ class Campaign:
         self._probed: dict[int, threading.Event] = {}
         self._baseline_failures: dict[str, StageOutcome] = {}
         self._futures: dict[int, cf.Future] = {}
+        self.proposing = GenerationProposer(config, self.db, self.log, self.proposer, self._stop,
+                                            self._budget_exhausted, sweep=beta_sweep(config))
         self.started = time.time()
 
     # ---- construction -------------------------------------------------------------------------
@@ -160,8 +160,9 @@ class Campaign:
                     if cfg.database.islands > 1 and g % cfg.database.migration_interval == 0:
                         for cid, to in self.db.migrate(g, cfg.database.islands, visible):
                             self.log.event("migration", generation=g, candidate=cid, to_island=to)
-                    if not self._propose_generation(g, slots, visible):
-                        stopped_by = self._budget_exhausted() or "budget"
+                    reason = self.proposing.run(g, slots, visible)
+                    if reason:
+                        stopped_by = reason
                         self._launch(g)
                         break
                     self._launch(g)
@@ -236,72 +237,6 @@ class Campaign:
                 slot=slot, island=ALL_ISLANDS, origin=Origin.BASELINE, name=spec.name, code=code,
                 code_hash=code_hash(code), parent_ids=[], proposer="baseline", thought=spec.summary,
                 mutable=mutable))
-
-    def _propose_generation(self, g: int, slots: int, visible: int) -> bool:
-        """Record proposals for every slot of generation g (slots already recorded are kept)."""
-        cfg = self.config
-        existing = {r.slot for r in self.db.all(generation=g)}
-        repairs = self._repair_targets(g, visible) if cfg.proposer.llm.repair else []
-        dpo = self.db.dpo()
-        for slot in range(slots):
-            if slot in existing:
-                continue
-            if self._stop.is_set():
-                return False
-            if self._budget_exhausted():
-                return False
-            seed = derive_seed(cfg.seed, g, slot)
-            rng = random.Random(seed)
-            island = slot % cfg.database.islands
-            if slot < len(repairs):
-                target = repairs[slot]
-                proposals = self.proposer.repair(RepairContext(  # type: ignore[attr-defined]
-                    generation=g, seed=seed, failed=summary_of(target),
-                    failure_class=target.failure_class, message=target.error or ""))
-                origin = Origin.REPAIR
-                island = target.island if target.island != ALL_ISLANDS else island
-            else:
-                parents = self.db.select_parents(island, visible, g, rng, k=2, lam=cfg.database.selection_lambda)
-                chosen = {p.id for p in parents}
-                members = sorted(self.db.island_members(island, visible),
-                                 key=lambda r: (-(r.fitness if r.fitness is not None else -math.inf), r.seq))
-                inspirations = [summary_of(r) for r in members if r.id not in chosen][: cfg.proposer.inspirations]
-                context = ProposalContext(
-                    generation=g, island=island, slot=slot, seed=seed, parents=[summary_of(p) for p in parents],
-                    inspirations=inspirations, dpo_fitness=dpo.fitness if dpo else None,
-                    samples=cfg.proposer.llm.samples if cfg.proposer.kind == "llm" else 1)
-                proposals = self.proposer.propose(context) if context.parents else []
-                origin = Origin.PROPOSAL
-            crashpoints.maybe_crash("proposal")
-            for k, proposal in enumerate(proposals):
-                self._record_proposal(g, slot, k, island, origin, proposal)
-        return True
-
-    def _repair_targets(self, g: int, visible: int) -> list[Candidate]:
-        if not hasattr(self.proposer, "repair"):
-            return []
-        repaired = {pid for r in self.db.all(max_generation=g - 1) if r.origin is Origin.REPAIR for pid in r.parent_ids}
-        failed = [r for r in self.db.all(max_generation=visible, status=Status.FAILED)
-                  if r.origin is Origin.PROPOSAL and r.failure_class in REPAIRABLE and r.id not in repaired
-                  and r.generation >= 1]
-        return failed[: self.config.generation_size // 2]
-
-    def _record_proposal(self, g: int, slot: int, k: int, island: int, origin: Origin, p: Proposal) -> None:
-        cid = candidate_id(g, slot, k, origin=origin)
-        seq = sequence_number(g, slot, k)
-        h = code_hash(p.code) if p.code else None
-        dup = self.db.first_with("code_hash", h, before_seq=seq) if h else None
-        status, error = Status.PENDING, p.error
-        if dup is not None:
-            status, error = Status.DUPLICATE, f"same normalised code as {dup.id}"
-        inserted = self.db.add_candidate(Candidate(
-            id=cid, seq=seq, generation=g, slot=slot, island=island, origin=origin, name=p.name, code=p.code,
-            code_hash=h, parent_ids=p.parent_ids, proposer=p.proposer, thought=p.thought,
-            prompt_tokens=p.prompt_tokens, completion_tokens=p.completion_tokens, cost_usd=p.cost_usd,
-            status=status, error=error, duplicate_of=dup.id if dup else None))
-        if inserted:
-            self.log.event("proposed", id=cid, name=p.name, proposer=p.proposer, parents=p.parent_ids,
-                           status=status, tokens=p.prompt_tokens + p.completion_tokens)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _evaluate_generation(self, g: int) -> None:

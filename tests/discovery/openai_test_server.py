@@ -5,9 +5,16 @@ model, choices[].message, finish_reason, usage) and real error bodies, so tests 
 real `openai` client over real HTTP. It is not a model: each request is answered by the next item
 of a script the test supplies. Script items:
 
-- ``str``: a 200 completion whose assistant content is that text;
+- ``str``: a 200 completion whose assistant content is that text (usage counts ~4 characters a token;
+  a reply longer than the request's ``max_tokens`` is cut there with ``finish_reason: length``);
 - ``Status(code, retry_after=None)``: an HTTP error answer (429, 500, 401, 404, ...).
 When the script runs out, ``default`` (a callable of the request JSON, or a str) answers.
+
+Like real endpoints it may differ in what it supports: ``json_mode=False`` answers a request that
+carries ``response_format`` with a 400 ``invalid_request_error`` naming that parameter (as servers
+without JSON mode do). ``latency_s`` holds every answer back that long (requests are served on
+concurrent threads, so N clients in flight wait about ``latency_s``, not N times it); ``max_in_flight``
+says how many requests it ever held at once.
 """
 
 from __future__ import annotations
@@ -32,11 +39,16 @@ ScriptItem = Union[str, Status]
 
 class ScriptedOpenAIServer:
     def __init__(self, script: list[ScriptItem] | None = None,
-                 default: Callable[[dict[str, Any]], str] | str | None = None):
+                 default: Callable[[dict[str, Any]], str] | str | None = None, *,
+                 json_mode: bool = True, latency_s: float = 0.0):
         self.script = list(script or [])
         self.default = default
+        self.json_mode = json_mode
+        self.latency_s = latency_s
         self.requests: list[dict[str, Any]] = []
         self.answers: list[int] = []  # HTTP status of each answer, in order
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -94,6 +106,24 @@ class ScriptedOpenAIServer:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error",
                                                "code": "not_found"}})
                     return
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.latency_s)
+                    self._answer(request)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, request: dict[str, Any]) -> None:
+                if "response_format" in request and not server.json_mode:
+                    with server._lock:
+                        server.requests.append(request)
+                    self._send(400, {"error": {"message": "response_format is not supported by this server",
+                                               "type": "invalid_request_error", "param": "response_format",
+                                               "code": None}})
+                    return
                 item = server._next(request)
                 if isinstance(item, Status):
                     headers = {"Retry-After": str(item.retry_after)} if item.retry_after is not None else {}
@@ -102,12 +132,16 @@ class ScriptedOpenAIServer:
                     return
                 prompt_chars = sum(len(m.get("content") or "") for m in request.get("messages", []))
                 prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(item) // 4)
+                finish = "stop"
+                limit = request.get("max_tokens") or request.get("max_completion_tokens")
+                if limit is not None and completion_tokens > int(limit):  # cut off, as a real server does
+                    item, completion_tokens, finish = item[: 4 * int(limit)], int(limit), "length"
                 self._send(200, {
                     "id": f"chatcmpl-test-{len(server.requests)}",
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": request.get("model", "test-model"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                    "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
                                  "message": {"role": "assistant", "content": item}}],
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                               "total_tokens": prompt_tokens + completion_tokens},
