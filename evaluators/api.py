@@ -44,11 +44,14 @@ def evaluate_loss(
     lr_override: float | None = None,
     loss_name: str | None = None,
     device: str | None = None,
+    defer_judging: bool = False,
 ) -> SuiteResult:
-    """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness."""
+    """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness.
+
+    Runs with an LLM judge (``hf`` groups) are judged here, unless ``defer_judging`` (a sandboxed
+    job has no network: the parent judges them with ``evaluators.hf_judging.finish_judging``)."""
     import torch
 
-    from evaluators.metrics import run_score, suite_fitness
     from evaluators.reference import default_cache_dir
 
     fn, name = _resolve_loss(loss_fn)
@@ -62,7 +65,6 @@ def evaluate_loss(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     runs: list[RunResult] = []
-    groups: list[int] = []
     try:
         for specs in _batches(suite_obj.instances()):
             cpu_start = time.process_time()
@@ -77,15 +79,28 @@ def evaluate_loss(
                 run.extra["kl_budget"] = spec.kl_budget
                 run.extra["task_params"] = dict(spec.task_params)
                 run.extra["group"] = spec.group  # suite group index: what paired comparisons match on
-                run.extra["score"] = run_score(run, suite_obj.scoring, spec.kl_budget)
                 runs.append(run)
-                groups.append(spec.group)
     finally:
         torch.set_num_threads(threads)
-    labels = [_group_label(g.tier, g.task, g.task_params) for g in suite_obj.groups]
-    fitness, fitness_se, per_task = suite_fitness(runs, groups, labels, suite_obj.scoring)
-    return SuiteResult(loss=name, suite=suite_obj.name, fitness=fitness, fitness_se=fitness_se,
-                       runs=runs, wall_time_s=time.perf_counter() - start, per_task=per_task)
+    if not defer_judging and any(run.extra.get("judge_pending") for run in runs):
+        from evaluators.hf_judging import judge_runs
+
+        judge_runs(runs, suite_obj, cache)
+    result = SuiteResult(loss=name, suite=suite_obj.name, fitness=float("nan"), fitness_se=float("nan"),
+                         runs=runs, wall_time_s=time.perf_counter() - start)
+    return score_suite(result, suite_obj)
+
+
+def score_suite(result: SuiteResult, suite: Suite) -> SuiteResult:
+    """Each run's score (``extra.score``) and the suite's fitness, from the runs' measurements."""
+    from evaluators.metrics import run_score, suite_fitness
+
+    for run in result.runs:
+        run.extra["score"] = run_score(run, suite.scoring, run.extra["kl_budget"])
+    labels = [_group_label(g.tier, g.task, g.task_params) for g in suite.groups]
+    groups = [int(run.extra["group"]) for run in result.runs]
+    result.fitness, result.fitness_se, result.per_task = suite_fitness(result.runs, groups, labels, suite.scoring)
+    return result
 
 
 def _batches(specs: list[Any]) -> list[list[Any]]:

@@ -82,3 +82,25 @@ def sentiment(text: str) -> int:
     """Positive minus negative words: the rule the judge test double applies."""
     words = text.split()
     return sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+
+
+def build_tiny_classifier(directory: Path, seed: int = 2) -> Path:
+    """Random-init two-class GPT-2 sequence classifier (class 1 = "positive") + tokenizer, saved to
+    `directory`: the stand-in for a sentiment classifier used as reward."""
+    import torch
+    from transformers import GPT2ForSequenceClassification
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    GPT2ForSequenceClassification(_config(tokenizer, num_labels=2)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
+def review_texts(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """IMDb-like rows ({"text": ...}) over the tokenizer's words: the source prompts are cut from."""
+    import random
+
+    rng = random.Random(seed)
+    words = [w for w in REVIEW_WORDS if w not in ("review", ":")]
+    return [{"text": "review : " + " ".join(rng.choice(words) for _ in range(8))} for _ in range(n)]
