@@ -228,6 +228,7 @@ def ensure_prepared(config: HFSuiteConfig, cache_dir: Path | str, device: str | 
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         meta = _build(config, scratch, _device(device, config))
+        os.chmod(scratch, 0o755)  # mkdtemp made it 0700: sandboxed runs (another uid as root) must read it
         try:
             os.rename(scratch, target)
         except OSError:  # built concurrently by another process: keep theirs

@@ -178,7 +178,7 @@ def test_evaluate_candidate_file_on_imdb_frontier_has_a_line_per_loss(stand_ins,
     plot = tmp_path / "frontier.svg"
     res = _cli("evaluate", "--loss", str(src), "--suite", suite, "--set", "betas=[0.5]", "--cache-dir",
                str(tmp_path / "cache"), "--plot", str(plot), "--timeout", "600")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, (res.output, res.exception)
     assert "imdb beta=0.5: reward" in res.output
     svg = plot.read_text()
     assert "my_loss" in svg and "dpo" in svg
