@@ -35,6 +35,14 @@ def _config(tokenizer, **overrides):
     return GPT2Config(**settings)
 
 
+def _readable(directory: Path) -> Path:
+    """safetensors writes 0600 files; as root the sandbox runs as another uid, which must read them
+    (what `chmod -R o+rX` does for a real model directory)."""
+    for path in Path(directory).iterdir():
+        path.chmod(0o644)
+    return Path(directory)
+
+
 def build_tiny_gpt2(directory: Path, seed: int = 0, **config) -> Path:
     """Random-init 1-layer GPT-2 + tokenizer saved to `directory`; returns the directory."""
     import torch
@@ -44,7 +52,7 @@ def build_tiny_gpt2(directory: Path, seed: int = 0, **config) -> Path:
     torch.manual_seed(seed)
     GPT2LMHeadModel(_config(tokenizer, **config)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return Path(directory)
+    return _readable(directory)
 
 
 def build_tiny_reward_model(directory: Path, seed: int = 1) -> Path:
@@ -56,7 +64,7 @@ def build_tiny_reward_model(directory: Path, seed: int = 1) -> Path:
     torch.manual_seed(seed)
     GPT2ForSequenceClassification(_config(tokenizer, num_labels=1)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return Path(directory)
+    return _readable(directory)
 
 
 def review_pairs(n: int) -> list[dict[str, str]]:
@@ -94,7 +102,7 @@ def build_tiny_classifier(directory: Path, seed: int = 2) -> Path:
     torch.manual_seed(seed)
     GPT2ForSequenceClassification(_config(tokenizer, num_labels=2)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return Path(directory)
+    return _readable(directory)
 
 
 def review_texts(n: int, seed: int = 0) -> list[dict[str, str]]:

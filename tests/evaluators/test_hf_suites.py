@@ -175,11 +175,13 @@ def test_evaluate_candidate_file_on_imdb_frontier_has_a_line_per_loss(stand_ins,
     src = tmp_path / "my_loss.py"
     src.write_text(get_loss("aql_original").source)
     suite = _extending(tmp_path, "imdb", imdb_overrides(stand_ins), name="imdb-tiny")
-    plot = tmp_path / "frontier.svg"
+    plot, out = tmp_path / "frontier.svg", tmp_path / "candidate.json"
     res = _cli("evaluate", "--loss", str(src), "--suite", suite, "--set", "betas=[0.5]", "--cache-dir",
-               str(tmp_path / "cache"), "--plot", str(plot), "--timeout", "600")
+               str(tmp_path / "cache"), "--plot", str(plot), "--timeout", "600", "--json", str(out))
     assert res.exit_code == 0, (res.output, res.exception)
     assert "imdb beta=0.5: reward" in res.output
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["flags"] == [] and math.isfinite(run["kl"]) and 0.0 <= run["gold_reward"] <= 1.0
     svg = plot.read_text()
     assert "my_loss" in svg and "dpo" in svg
 

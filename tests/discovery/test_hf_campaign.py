@@ -1,0 +1,81 @@
+"""A discovery campaign whose fitness suite is a real-model (`hf`) suite: sandboxed evaluations read
+the test's tiny stand-ins (random-init GPT-2 + two-class classifier saved to a temp dir, local
+JSONL) bound read-only; it runs to its budget, and a `kill -9` mid-campaign then `--resume`
+finishes it without redoing any committed evaluation."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from discovery.archive.campaign_dir import CampaignDir
+from discovery.archive.log import read_log
+from tests import tiny_hf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write_campaign(tmp: Path) -> Path:
+    policy = tiny_hf.build_tiny_gpt2(tmp / "gpt2")
+    classifier = tiny_hf.build_tiny_classifier(tmp / "classifier")
+    texts = tiny_hf.write_jsonl(tmp / "texts.jsonl", tiny_hf.review_texts(30))
+    held = tiny_hf.write_jsonl(tmp / "texts_test.jsonl", tiny_hf.review_texts(8, seed=1))
+    settings = {"model": {"policy": str(policy), "device": "cpu"},
+                "data": {"dataset": str(texts), "eval_dataset": str(held), "train_pairs": 16, "heldout_pairs": 4,
+                         "eval_prompts": 4},
+                "train": {"steps": 2, "batch_size": 4, "micro_batch": 2, "max_length": 32, "lr": 5.0e-3},
+                "generation": {"max_new_tokens": 4, "min_new_tokens": 4, "batch_size": 8},
+                "reward": {"model": str(classifier), "batch_size": 8}, "betas": [0.5]}
+    (tmp / "imdb-tiny.yaml").write_text(yaml.safe_dump({"extends": "imdb", "name": "imdb-tiny", "set": settings}))
+    config = {"name": "hf-campaign", "seed": 0, "baselines": ["dpo"], "generation_size": 1, "pipeline_lag": 0,
+              "workers": 1, "proposer": {"kind": "mutation"},
+              "cascade": {"screen_suite": None, "fitness_suite": "imdb-tiny.yaml", "heldout_suite": "imdb-tiny.yaml",
+                          "heldout_top_k": 0, "job_timeout_s": 300, "cache_dir": "cache"},
+              "budget": {"max_candidates": 2}}
+    path = tmp / "campaign.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _prefdisco(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFDISCO_CRASH_AT", None)
+    if crash:
+        env["PREFDISCO_CRASH_AT"] = crash
+    return subprocess.run([sys.executable, "-m", "discovery.commands", *args], env=env, capture_output=True,
+                          text=True, timeout=900, cwd=ROOT)
+
+
+def _stage_events(out: Path) -> collections.Counter:
+    return collections.Counter((e["id"], e["stage"]) for e in read_log(out / "log.jsonl") if e["event"] == "stage_done")
+
+
+@pytest.mark.slow
+def test_hf_fitness_campaign_runs_to_budget_and_resumes_after_kill9(tmp_path):
+    config = _write_campaign(tmp_path)
+    out = tmp_path / "run"
+    # The 3rd "evaluation" point: DPO's fitness job has finished and been committed; the kill lands
+    # while the first candidate's fitness job is in flight.
+    killed = _prefdisco("run", str(config), "--out", str(out), crash="evaluation:3")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    before = _stage_events(out)
+    assert before[("base-00", "fitness")] == 1  # DPO's hf evaluation was saved before the kill
+
+    resumed = _prefdisco("run", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = CampaignDir.open(out).database().all()
+    candidates = [r for r in rows if r.origin != "baseline"]
+    assert len(candidates) == 2  # the budget
+    evaluated = [r for r in rows if r.status == "evaluated"]
+    assert any(r.name == "dpo" for r in evaluated) and all(r.fitness is not None for r in evaluated)
+    after = _stage_events(out)
+    assert max(after.values()) == 1, [k for k, v in after.items() if v > 1]  # nothing redone
+    dpo = next(r for r in rows if r.name == "dpo")
+    assert dpo.fitness is not None and -0.5 < dpo.fitness <= 1.0  # -0.5 would be a failed run
+    assert any(r.fitness > -0.5 for r in candidates)  # candidates trained in the sandbox, not just failed
