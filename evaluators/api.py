@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from evaluators.metrics import score_suite
 from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Suite, load_suite
 from evaluators.tiers import get_tier
@@ -91,18 +92,6 @@ def evaluate_loss(
     return score_suite(result, suite_obj)
 
 
-def score_suite(result: SuiteResult, suite: Suite) -> SuiteResult:
-    """Each run's score (``extra.score``) and the suite's fitness, from the runs' measurements."""
-    from evaluators.metrics import run_score, suite_fitness
-
-    for run in result.runs:
-        run.extra["score"] = run_score(run, suite.scoring, run.extra["kl_budget"])
-    labels = [_group_label(g.tier, g.task, g.task_params) for g in suite.groups]
-    groups = [int(run.extra["group"]) for run in result.runs]
-    result.fitness, result.fitness_se, result.per_task = suite_fitness(result.runs, groups, labels, suite.scoring)
-    return result
-
-
 def _batches(specs: list[Any]) -> list[list[Any]]:
     """Instances in suite order; consecutive ones of one group merged where the tier has a group runner."""
     out: list[list[Any]] = []
@@ -112,8 +101,3 @@ def _batches(specs: list[Any]) -> list[list[Any]]:
         else:
             out.append([spec])
     return out
-
-
-def _group_label(tier: str, task: str, params: dict[str, Any]) -> str:
-    suffix = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
-    return f"{tier}/{task}" + (f"[{suffix}]" if suffix else "")

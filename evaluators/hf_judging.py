@@ -87,7 +87,7 @@ def judge_runs(runs: list[RunResult], suite: Any, cache_dir: Path | str | None) 
 
 def finish_judging(result: dict[str, Any], suite: Any, cache_dir: Path | str | None) -> dict[str, Any]:
     """A ``SuiteResult`` dict with its pending runs judged and its scores and fitness recomputed."""
-    from evaluators.api import score_suite
+    from evaluators.metrics import score_suite
     from evaluators.results import SuiteResult
 
     parsed = SuiteResult.from_dict(result)
