@@ -46,6 +46,7 @@ def evaluate_loss(
     loss_name: str | None = None,
     device: str | None = None,
     defer_judging: bool = False,
+    instances: list[int] | None = None,
 ) -> SuiteResult:
     """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness.
 
@@ -67,7 +68,13 @@ def evaluate_loss(
     torch.set_num_threads(1)
     runs: list[RunResult] = []
     try:
-        for specs in _batches(suite_obj.instances()):
+        specs_all = suite_obj.instances()
+        if instances is not None:
+            bad = [i for i in instances if not 0 <= i < len(specs_all)]
+            if bad:
+                raise ValueError(f"instances {bad} out of range: suite {suite_obj.name} has {len(specs_all)} runs")
+            specs_all = [specs_all[i] for i in instances]
+        for specs in _batches(specs_all):
             cpu_start = time.process_time()
             group_fn = get_tier(specs[0].tier).group_function()
             if group_fn is not None:  # all instances of the group in one pass

@@ -20,7 +20,8 @@ def evaluate_job(
     **overrides: Any,
 ) -> dict[str, Any]:
     """``SuiteResult.to_dict()`` of ``loss_fn`` on ``suite``; ``loss_fn=None`` evaluates the
-    registered baseline called ``loss_name``. ``overrides``: beta_override, lr_override, device.
+    registered baseline called ``loss_name``. ``overrides``: beta_override, lr_override, device,
+    instances (indices of the suite's runs).
     ``reference_hashes`` and ``suite_data`` (the suite's YAML mapping, ``suite_set`` settings
     applied) come from ``prepare_evaluate``, the trusted parent side; LLM judges run afterwards in
     the parent (``finish_evaluate``), since the sandbox has no network."""
@@ -36,7 +37,7 @@ def evaluate_job(
     else:
         suite_arg = suite_from_dict(suite_data, path=suite)
 
-    allowed = {"beta_override", "lr_override", "device"}
+    allowed = {"beta_override", "lr_override", "device", "instances"}
     unknown = set(overrides) - allowed
     if unknown:
         raise TypeError(f"evaluate_job: unknown arguments {sorted(unknown)}")

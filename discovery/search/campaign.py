@@ -118,7 +118,8 @@ class Campaign:
                                  limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer)
-        self.cascade = Cascade(pool, cascade_cfg, validate=validate)
+        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
+                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"))
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")

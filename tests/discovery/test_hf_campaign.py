@@ -6,6 +6,7 @@ finishes it without redoing any committed evaluation."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from tests import tiny_hf
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_campaign(tmp: Path) -> Path:
+def _write_campaign(tmp: Path, betas: list[float] = [0.5], **cascade) -> Path:
     policy = tiny_hf.build_tiny_gpt2(tmp / "gpt2")
     classifier = tiny_hf.build_tiny_classifier(tmp / "classifier")
     texts = tiny_hf.write_jsonl(tmp / "texts.jsonl", tiny_hf.review_texts(30))
@@ -31,12 +32,12 @@ def _write_campaign(tmp: Path) -> Path:
                          "eval_prompts": 4},
                 "train": {"steps": 2, "batch_size": 4, "micro_batch": 2, "max_length": 32, "lr": 5.0e-3},
                 "generation": {"max_new_tokens": 4, "min_new_tokens": 4, "batch_size": 8},
-                "reward": {"model": str(classifier), "batch_size": 8}, "betas": [0.5]}
+                "reward": {"model": str(classifier), "batch_size": 8}, "betas": list(betas)}
     (tmp / "imdb-tiny.yaml").write_text(yaml.safe_dump({"extends": "imdb", "name": "imdb-tiny", "set": settings}))
     config = {"name": "hf-campaign", "seed": 0, "baselines": ["dpo"], "generation_size": 1, "pipeline_lag": 0,
               "workers": 1, "proposer": {"kind": "mutation"},
               "cascade": {"screen_suite": None, "fitness_suite": "imdb-tiny.yaml", "heldout_suite": "imdb-tiny.yaml",
-                          "heldout_top_k": 0, "job_timeout_s": 300, "cache_dir": "cache"},
+                          "heldout_top_k": 0, "job_timeout_s": 300, "cache_dir": "cache", **cascade},
               "budget": {"max_candidates": 2}}
     path = tmp / "campaign.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -79,3 +80,28 @@ def test_hf_fitness_campaign_runs_to_budget_and_resumes_after_kill9(tmp_path):
     dpo = next(r for r in rows if r.name == "dpo")
     assert dpo.fitness is not None and -0.5 < dpo.fitness <= 1.0  # -0.5 would be a failed run
     assert any(r.fitness > -0.5 for r in candidates)  # candidates trained in the sandbox, not just failed
+
+
+@pytest.mark.slow
+def test_split_runs_saves_each_finished_run_and_resume_does_not_retrain_it(tmp_path):
+    import sqlite3
+
+    config = _write_campaign(tmp_path, betas=[0.1, 1.0], split_runs=True)
+    out = tmp_path / "run"
+    killed = _prefdisco("run", str(config), "--out", str(out), crash="evaluation:1")  # after DPO's first run
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (folder,) = (out / "run_checkpoints").iterdir()
+    saved = sorted(p.name for p in folder.glob("*.json"))
+    assert saved == ["0.json"]
+    stamp = (folder / "0.json").stat().st_mtime_ns
+
+    resumed = _prefdisco("run", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (folder / "0.json").stat().st_mtime_ns == stamp and (folder / "1.json").exists()
+    with sqlite3.connect(out / "campaign.db") as db:
+        (raw,) = db.execute("SELECT result FROM evaluations WHERE candidate_id = 'base-00' AND stage = 'fitness'").fetchone()
+    result = json.loads(raw)
+    assert result["resumed_runs"] == 1 and [r["beta"] for r in result["runs"]] == [0.1, 1.0]
+    assert all(r["flags"] == [] for r in result["runs"]) and result["fitness"] > -0.5
+    rows = CampaignDir.open(out).database().all()
+    assert len([r for r in rows if r.origin != "baseline"]) == 2 and all(r.fitness is not None for r in rows)
