@@ -24,12 +24,16 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from evaluators.hf_suite_config import HFSuiteConfig
 
 FORMAT = 1  # bump when the prepared files change meaning
+# The parent prepares from several pool threads at once (one per sandbox slot): one build at a time,
+# which also keeps transformers' lazy imports (not thread-safe) out of a race.
+_BUILD_LOCK = threading.Lock()
 
 
 def prepared_dir(config: HFSuiteConfig, cache_dir: Path | str) -> Path:
@@ -55,7 +59,9 @@ def resolve_model(name: str) -> str:
         return str(Path(name).expanduser().resolve())
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(name)
+    # PyTorch weights and tokenizer files only: skip the TensorFlow/Flax/ONNX copies many repos carry.
+    return snapshot_download(name, ignore_patterns=["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite",
+                                                    "tf_model*", "flax_model*", "rust_model*", "onnx/*"])
 
 
 def load_rows(source: str, config_name: str | None, split: str):
@@ -220,6 +226,13 @@ def ensure_prepared(config: HFSuiteConfig, cache_dir: Path | str, device: str | 
     """
     target = prepared_dir(config, cache_dir)
     if (target / "meta.json").exists():
+        return target, json.loads((target / "meta.json").read_text())
+    with _BUILD_LOCK:
+        return _ensure_locked(config, cache_dir, device, target)
+
+
+def _ensure_locked(config: HFSuiteConfig, cache_dir: Path | str, device: str | None, target: Path) -> tuple[Path, dict]:
+    if (target / "meta.json").exists():  # built by another thread while this one waited
         return target, json.loads((target / "meta.json").read_text())
     if not os.access(Path(cache_dir), os.W_OK) and Path(cache_dir).exists():
         raise RuntimeError(f"hf data for this group is not prepared in the read-only cache {cache_dir}: the "

@@ -105,3 +105,27 @@ def test_split_runs_saves_each_finished_run_and_resume_does_not_retrain_it(tmp_p
     assert all(r["flags"] == [] for r in result["runs"]) and result["fitness"] > -0.5
     rows = CampaignDir.open(out).database().all()
     assert len([r for r in rows if r.origin != "baseline"]) == 2 and all(r.fitness is not None for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_hf_campaign_on_ray_actors_matches_the_local_executor(tmp_path):
+    """The same hf campaign (runs split into one job each) on two Ray actors, each with its own
+    sandbox pool (on a GPU machine: one actor per GPU via num_gpus_per_worker), gives the local
+    executor's scores. CPU only here: GPU placement and bf16 are not exercised."""
+    pytest.importorskip("ray")
+    scores = {}
+    for executor in ("local", "ray"):
+        folder = tmp_path / executor
+        folder.mkdir()
+        config = _write_campaign(folder, betas=[0.1, 1.0], split_runs=True)
+        data = yaml.safe_load(config.read_text())
+        data.update(executor=executor, workers=2)
+        data["budget"]["max_candidates"] = 1
+        config.write_text(yaml.safe_dump(data))
+        done = _prefdisco("run", str(config), "--out", str(folder / "run"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = CampaignDir.open(folder / "run").database().all()
+        scores[executor] = {r.name: r.fitness for r in rows}
+    assert scores["ray"] == scores["local"] and len(scores["ray"]) == 2
+    assert all(v is not None and v > -0.5 for v in scores["ray"].values())

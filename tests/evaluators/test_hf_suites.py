@@ -222,3 +222,29 @@ def test_evaluate_judged_suites_on_stand_ins(stand_ins, tmp_path, suite_name, ev
         assert run["win_rate"] == pytest.approx(raw)
     assert run["gold_reward"] == run["win_rate"] and run["extra"]["reference_reward"] == 0.5
     assert f"{run['task']} beta=0.05: reward" in res.output and math.isfinite(run["kl"])
+
+
+@pytest.mark.slow
+def test_candidate_file_on_tldr_trains_in_the_sandbox_and_is_judged_in_the_parent(stand_ins, tmp_path):
+    """The sandbox has no network: the job returns its summaries and this process asks the judge."""
+    from candidate_losses import get_loss
+
+    src = tmp_path / "cand.py"
+    src.write_text(get_loss("ipo").source)
+    settings = judged_overrides(stand_ins, stand_ins["posts"], "prompt", "completion")
+    out = tmp_path / "cand.json"
+    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+        settings["judge"] = {"model": "judge-double", "base_url": server.base_url,
+                             "api_key_env": "PREFDISCO_TEST_NO_KEY", "max_retries": 0}
+        suite = _extending(tmp_path, "tldr", settings)
+        res = _cli("evaluate", "--loss", str(src), "--suite", suite, "--json", str(out), "--cache-dir",
+                   str(tmp_path / "cache"), "--timeout", "600")
+        assert res.exit_code == 0, (res.output, res.exception)
+        assert len(server.requests) == 12
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["flags"] == [] and run["extra"]["judge_pending"] is False
+    assert run["extra"]["judge"]["requests"] == 12 and run["gold_reward"] == run["win_rate"]
+    # rescored after judging: the formula on the judged win rate (gold 0.5 = the reference's level)
+    expected = max(2 * (run["win_rate"] - 0.5) - 0.25 * max(0.0, run["kl"] / 40.0 - 1), -0.5)
+    assert run["extra"]["score"] == pytest.approx(expected)
+    assert json.loads(out.read_text())["fitness"] == pytest.approx(expected)
