@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_campaign(tmp: Path, betas: list[float] = [0.5], **cascade) -> Path:
+    """A campaign whose fitness and held-out suites are tiny `extends: imdb` suites (plus `cascade`)."""
     policy = tiny_hf.build_tiny_gpt2(tmp / "gpt2")
     classifier = tiny_hf.build_tiny_classifier(tmp / "classifier")
     texts = tiny_hf.write_jsonl(tmp / "texts.jsonl", tiny_hf.review_texts(30))
@@ -34,9 +35,11 @@ def _write_campaign(tmp: Path, betas: list[float] = [0.5], **cascade) -> Path:
                 "generation": {"max_new_tokens": 4, "min_new_tokens": 4, "batch_size": 8},
                 "reward": {"model": str(classifier), "batch_size": 8}, "betas": list(betas)}
     (tmp / "imdb-tiny.yaml").write_text(yaml.safe_dump({"extends": "imdb", "name": "imdb-tiny", "set": settings}))
+    (tmp / "imdb-tiny-heldout.yaml").write_text(yaml.safe_dump(  # unseen seed: no instance shared with fitness
+        {"extends": "imdb", "name": "imdb-tiny-heldout", "set": {**settings, "seeds": [7]}}))
     config = {"name": "hf-campaign", "seed": 0, "baselines": ["dpo"], "generation_size": 1, "pipeline_lag": 0,
               "workers": 1, "proposer": {"kind": "mutation"},
-              "cascade": {"screen_suite": None, "fitness_suite": "imdb-tiny.yaml", "heldout_suite": "imdb-tiny.yaml",
+              "cascade": {"screen_suite": None, "fitness_suite": "imdb-tiny.yaml", "heldout_suite": "imdb-tiny-heldout.yaml",
                           "heldout_top_k": 0, "job_timeout_s": 300, "cache_dir": "cache", **cascade},
               "budget": {"max_candidates": 2}}
     path = tmp / "campaign.yaml"
@@ -59,14 +62,15 @@ def _stage_events(out: Path) -> collections.Counter:
 
 @pytest.mark.slow
 def test_hf_fitness_campaign_runs_to_budget_and_resumes_after_kill9(tmp_path):
-    config = _write_campaign(tmp_path)
+    # The hf suite serves as screen, fitness and held-out (top 1 and DPO) suite.
+    config = _write_campaign(tmp_path, screen_suite="imdb-tiny.yaml", heldout_top_k=1)
     out = tmp_path / "run"
-    # The 3rd "evaluation" point: DPO's fitness job has finished and been committed; the kill lands
-    # while the first candidate's fitness job is in flight.
+    # The 3rd "evaluation" point: DPO's fitness job has finished and been committed (baselines skip
+    # the screen); the kill lands while the first candidate's screen job is in flight.
     killed = _prefdisco("run", str(config), "--out", str(out), crash="evaluation:3")
     assert killed.returncode == -9, killed.stderr[-2000:]
     before = _stage_events(out)
-    assert before[("base-00", "fitness")] == 1  # DPO's hf evaluation was saved before the kill
+    assert before[("base-00", "fitness")] == 1 and ("g001-s00", "screen") not in before
 
     resumed = _prefdisco("run", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -79,6 +83,8 @@ def test_hf_fitness_campaign_runs_to_budget_and_resumes_after_kill9(tmp_path):
     assert max(after.values()) == 1, [k for k, v in after.items() if v > 1]  # nothing redone
     dpo = next(r for r in rows if r.name == "dpo")
     assert dpo.fitness is not None and -0.5 < dpo.fitness <= 1.0  # -0.5 would be a failed run
+    assert dpo.heldout is not None and after[("base-00", "heldout")] == 1  # the held-out stage ran on hf too
+    assert all(r.screen_fitness is not None for r in candidates)  # and the screen stage
     assert any(r.fitness > -0.5 for r in candidates)  # candidates trained in the sandbox, not just failed
 
 
