@@ -49,6 +49,10 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+class HFSourceError(ValueError):
+    """A model or dataset of an hf suite cannot be loaded; the message names the key to change."""
+
+
 def is_local(name: str) -> bool:
     return Path(name).expanduser().exists()
 
@@ -60,8 +64,13 @@ def resolve_model(name: str) -> str:
     from huggingface_hub import snapshot_download
 
     # PyTorch weights and tokenizer files only: skip the TensorFlow/Flax/ONNX copies many repos carry.
-    return snapshot_download(name, ignore_patterns=["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite",
-                                                    "tf_model*", "flax_model*", "rust_model*", "onnx/*"])
+    try:
+        return snapshot_download(name, ignore_patterns=["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite",
+                                                        "tf_model*", "flax_model*", "rust_model*", "onnx/*"])
+    except Exception as exc:  # offline, unknown repo, gated repo...
+        raise HFSourceError(f"model {name!r} is neither a local path nor loadable from the hub "
+                            f"({type(exc).__name__}); download it, or point the suite at a local copy "
+                            "(e.g. --set model.policy=/path/to/model)") from None
 
 
 def load_rows(source: str, config_name: str | None, split: str):
@@ -77,7 +86,12 @@ def load_rows(source: str, config_name: str | None, split: str):
     elif path.is_dir() and any((path / n).exists() for n in ("dataset_info.json", "dataset_dict.json")):
         data = datasets.load_from_disk(str(path))
     else:
-        data = datasets.load_dataset(source, config_name, split=split)
+        try:
+            data = datasets.load_dataset(source, config_name, split=split)
+        except Exception as exc:  # offline, unknown dataset, script-based dataset...
+            raise HFSourceError(f"dataset {source!r} is neither a local file/directory nor loadable from the hub "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                                "point the suite at a local copy (e.g. --set data.dataset=/path/data.jsonl)") from None
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
             raise ValueError(f"{source} has no split {split!r} (splits: {', '.join(data)})")

@@ -159,7 +159,12 @@ def register(app: typer.Typer) -> None:
                 spec = get_loss(loss)
             except KeyError as exc:
                 raise UserError(str(exc.args[0])) from None
-            result = evaluate_loss(spec, suite_obj, seeds=seeds, cache_dir=cache, **overrides).to_dict()
+            from evaluators.hf_data import HFSourceError
+
+            try:
+                result = evaluate_loss(spec, suite_obj, seeds=seeds, cache_dir=cache, **overrides).to_dict()
+            except HFSourceError as exc:
+                raise UserError(str(exc)) from None
         _print_table(result)
         if plot is not None:
             results = [result]

@@ -248,3 +248,13 @@ def test_candidate_file_on_tldr_trains_in_the_sandbox_and_is_judged_in_the_paren
     expected = max(2 * (run["win_rate"] - 0.5) - 0.25 * max(0.0, run["kl"] / 40.0 - 1), -0.5)
     assert run["extra"]["score"] == pytest.approx(expected)
     assert json.loads(out.read_text())["fitness"] == pytest.approx(expected)
+
+
+def test_unloadable_hub_model_is_one_line_naming_the_fix(tmp_path):
+    res = _cli("evaluate", "--loss", "dpo", "--suite", "imdb", "--set", "model.policy=no-such-org/no-such-model",
+               "--cache-dir", str(tmp_path))
+    from discovery.errors import UserError  # `prefdisco` prints it as one line and exits 2
+
+    assert isinstance(res.exception, UserError), res.output
+    message = str(res.exception)
+    assert "no-such-org/no-such-model" in message and "--set model.policy=" in message and "\n" not in message
