@@ -29,10 +29,11 @@ SIZES = {"tiny": (dict(n_layer=1, n_embd=32, n_head=2, n_positions=64), 0),
          "124m": (dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024), 50257)}  # (shape, vocabulary)
 
 
-def build_policy(directory: Path, size: str) -> Path:
-    """Random-init GPT-2 of `size` and a word-level tokenizer padded with filler words to the vocabulary."""
+def build_models(root: Path, size: str) -> tuple[Path, Path]:
+    """Random-init GPT-2 of `size` and a one-layer two-class GPT-2 classifier, sharing a word-level
+    tokenizer padded with filler words to the vocabulary (so the classifier reads every answer)."""
     import torch
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
     from tests import tiny_hf
 
@@ -41,9 +42,13 @@ def build_policy(directory: Path, size: str) -> Path:
     words += [f"w{i}" for i in range(max(0, vocab - len(words) - 3))]
     tokenizer = tiny_hf.build_tokenizer(words)
     torch.manual_seed(0)
-    GPT2LMHeadModel(tiny_hf._config(tokenizer, **shape)).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return tiny_hf._readable(directory)
+    GPT2LMHeadModel(tiny_hf._config(tokenizer, **shape)).save_pretrained(root / "policy")
+    GPT2ForSequenceClassification(tiny_hf._config(tokenizer, num_labels=2, **SIZES["tiny"][0])).save_pretrained(
+        root / "classifier")
+    for name in ("policy", "classifier"):
+        tokenizer.save_pretrained(root / name)
+        tiny_hf._readable(root / name)
+    return root / "policy", root / "classifier"
 
 
 def load() -> str:
@@ -71,8 +76,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="hf-bench-") as tmp:
         root = Path(tmp)
-        policy = build_policy(root / "policy", args.size)
-        classifier = tiny_hf.build_tiny_classifier(root / "classifier")
+        policy, classifier = build_models(root, args.size)
         texts = tiny_hf.write_jsonl(root / "texts.jsonl", tiny_hf.review_texts(args.pairs + args.eval_prompts + 8))
         params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(policy).parameters())
         settings = [f"model.policy={policy}", f"model.device={args.device}", f"reward.model={classifier}",

@@ -21,7 +21,8 @@ def build_tokenizer(words: tuple[str, ...] | list[str] = REVIEW_WORDS):
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
+    trainer = trainers.WordLevelTrainer(vocab_size=max(30000, len(set(words)) + 3), special_tokens=["<unk>", "<pad>", "<eos>"])
+    tokenizer.train_from_iterator([" ".join(words)], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
