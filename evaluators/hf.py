@@ -195,7 +195,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], config: HFTierConfi
     texts: list[str] = []
     token_ids: list[list[int]] = []
     settings: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
-                                "min_new_tokens": config.min_new_tokens,
+                                "min_new_tokens": getattr(config, "min_new_tokens", 0),  # callers' own configs may lack it
                                 "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     if config.do_sample:
         settings.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
