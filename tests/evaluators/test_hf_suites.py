@@ -258,3 +258,14 @@ def test_unloadable_hub_model_is_one_line_naming_the_fix(tmp_path):
     assert isinstance(res.exception, UserError), res.output
     message = str(res.exception)
     assert "no-such-org/no-such-model" in message and "--set model.policy=" in message and "\n" not in message
+
+
+def test_sandbox_read_paths_name_local_models_and_the_hub_cache(tmp_path):
+    from huggingface_hub import constants
+
+    from evaluators.jobs import sandbox_read_paths
+
+    (tmp_path / "gpt2").mkdir()
+    local = sandbox_read_paths(["imdb"], [f"model.policy={tmp_path / 'gpt2'}"])
+    assert str((tmp_path / "gpt2").resolve()) in local and str(constants.HF_HUB_CACHE) in local  # reward: a hub id
+    assert sandbox_read_paths(["fitness", None]) == []  # tinylm suites need nothing outside the cache
