@@ -113,7 +113,9 @@ class CascadeConfig(Config):
     heldout_seeds: int | None = None
     screen_margin: float = 0.05  # pass the screen if its score >= dpo - margin * |dpo| (a fraction)
     heldout_top_k: int = 3  # finalists evaluated on the held-out suite at the end
-    job_timeout_s: float = 600.0  # wall limit for one suite evaluation in the sandbox
+    job_timeout_s: float = 600.0  # wall limit for one suite evaluation in the sandbox (one run with split_runs)
+    split_runs: bool = False  # one sandbox job per training run, saved in <campaign>/run_checkpoints when done:
+    # a killed campaign redoes only unfinished runs, and one candidate's runs spread over all workers/GPUs
     cache_dir: str | None = None  # reference-model cache (None: PREFDISCO_CACHE or ~/.cache)
 
 

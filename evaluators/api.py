@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from evaluators.metrics import score_suite
 from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Suite, load_suite
 from evaluators.tiers import get_tier
@@ -44,11 +45,15 @@ def evaluate_loss(
     lr_override: float | None = None,
     loss_name: str | None = None,
     device: str | None = None,
+    defer_judging: bool = False,
+    instances: list[int] | None = None,
 ) -> SuiteResult:
-    """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness."""
+    """Train and measure ``loss_fn`` on every instance of ``suite``; return runs + fitness.
+
+    Runs with an LLM judge (``hf`` groups) are judged here, unless ``defer_judging`` (a sandboxed
+    job has no network: the parent judges them with ``evaluators.hf_judging.finish_judging``)."""
     import torch
 
-    from evaluators.metrics import run_score, suite_fitness
     from evaluators.reference import default_cache_dir
 
     fn, name = _resolve_loss(loss_fn)
@@ -62,9 +67,14 @@ def evaluate_loss(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     runs: list[RunResult] = []
-    groups: list[int] = []
     try:
-        for specs in _batches(suite_obj.instances()):
+        specs_all = suite_obj.instances()
+        if instances is not None:
+            bad = [i for i in instances if not 0 <= i < len(specs_all)]
+            if bad:
+                raise ValueError(f"instances {bad} out of range: suite {suite_obj.name} has {len(specs_all)} runs")
+            specs_all = [specs_all[i] for i in instances]
+        for specs in _batches(specs_all):
             cpu_start = time.process_time()
             group_fn = get_tier(specs[0].tier).group_function()
             if group_fn is not None:  # all instances of the group in one pass
@@ -77,15 +87,16 @@ def evaluate_loss(
                 run.extra["kl_budget"] = spec.kl_budget
                 run.extra["task_params"] = dict(spec.task_params)
                 run.extra["group"] = spec.group  # suite group index: what paired comparisons match on
-                run.extra["score"] = run_score(run, suite_obj.scoring, spec.kl_budget)
                 runs.append(run)
-                groups.append(spec.group)
     finally:
         torch.set_num_threads(threads)
-    labels = [_group_label(g.tier, g.task, g.task_params) for g in suite_obj.groups]
-    fitness, fitness_se, per_task = suite_fitness(runs, groups, labels, suite_obj.scoring)
-    return SuiteResult(loss=name, suite=suite_obj.name, fitness=fitness, fitness_se=fitness_se,
-                       runs=runs, wall_time_s=time.perf_counter() - start, per_task=per_task)
+    if not defer_judging and any(run.extra.get("judge_pending") for run in runs):
+        from evaluators.hf_judging import judge_runs
+
+        judge_runs(runs, suite_obj, cache)
+    result = SuiteResult(loss=name, suite=suite_obj.name, fitness=float("nan"), fitness_se=float("nan"),
+                         runs=runs, wall_time_s=time.perf_counter() - start)
+    return score_suite(result, suite_obj)
 
 
 def _batches(specs: list[Any]) -> list[list[Any]]:
@@ -97,8 +108,3 @@ def _batches(specs: list[Any]) -> list[list[Any]]:
         else:
             out.append([spec])
     return out
-
-
-def _group_label(tier: str, task: str, params: dict[str, Any]) -> str:
-    suffix = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
-    return f"{tier}/{task}" + (f"[{suffix}]" if suffix else "")

@@ -69,6 +69,7 @@ class HFTierConfig(Config):
     save_model: bool = False
     # Generation on held-out prompts (policy and reference alike).
     max_new_tokens: int = 128
+    min_new_tokens: int = 0  # = max_new_tokens bans early EOS (fixed-length answers, as in IMDb)
     do_sample: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
@@ -194,6 +195,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], config: HFTierConfi
     texts: list[str] = []
     token_ids: list[list[int]] = []
     settings: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
+                                "min_new_tokens": getattr(config, "min_new_tokens", 0),  # callers' own configs may lack it
                                 "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     if config.do_sample:
         settings.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
@@ -231,8 +233,9 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], responses: li
 
 
 def reward_scores(reward_model: str, prompts: list[Any], responses: list[str], batch_size: int,
-                  device: str = "cpu") -> list[float]:
-    """The reward model's scalar score for each (prompt, response)."""
+                  device: str = "cpu", label: int | None = None) -> list[float]:
+    """The reward model's scalar score for each (prompt, response): logit 0 of a one-logit model, or
+    with ``label`` the softmax probability of that class (a sentiment classifier's "positive")."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -254,7 +257,8 @@ def reward_scores(reward_model: str, prompts: list[Any], responses: list[str], b
         batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
                           truncation=True).to(model.device)
         with torch.no_grad():
-            scores.extend(model(**batch).logits[:, 0].float().tolist())
+            logits = model(**batch).logits.float()
+            scores.extend((logits[:, 0] if label is None else logits.softmax(-1)[:, label]).tolist())
     return scores
 
 

@@ -8,9 +8,13 @@ verdict that flipped with the order).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
+import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -76,16 +80,50 @@ class JudgeResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     scores: list[float] = field(default_factory=list)
+    requests: int = 0  # calls sent to the endpoint
+    cache_hits: int = 0  # verdicts read from the judge cache instead
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class PairwiseJudge:
-    """Asks an OpenAI-compatible chat model which of two responses is better."""
+class JudgeCache:
+    """Judge replies by request (model, endpoint, messages, sampling settings), in one SQLite file:
+    a campaign asks the same question once, however often a run is re-judged or resumed."""
 
-    def __init__(self, config: LLMJudgeConfig, client: Any | None = None):
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    @staticmethod
+    def key(request: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: str, reply: str) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
+
+
+class PairwiseJudge:
+    """Asks an OpenAI-compatible chat model which of two responses is better (optionally cached)."""
+
+    def __init__(self, config: LLMJudgeConfig, client: Any | None = None, cache: JudgeCache | None = None):
         self.config = config
+        self.cache = cache
+        self.requests = 0
+        self.cache_hits = 0
+        self._count_lock = threading.Lock()
         if client is None:
             import openai
 
@@ -104,16 +142,25 @@ class PairwiseJudge:
         message = JUDGE_TEMPLATE.format(
             criterion=self.config.criterion, prompt=prompt, response_a=response_a, response_b=response_b
         )
-        completion = self.client.chat.completions.create(
-            model=self.config.model,
-            messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": message}],
-            temperature=self.config.temperature,
-            max_tokens=self.config.max_tokens,
-        )
-        if completion.usage is not None:
-            self.prompt_tokens += completion.usage.prompt_tokens
-            self.completion_tokens += completion.usage.completion_tokens
-        return parse_verdict(completion.choices[0].message.content or "")
+        request = {"model": self.config.model,
+                   "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": message}],
+                   "temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        key = JudgeCache.key({**request, "base_url": self.config.base_url}) if self.cache is not None else ""
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            with self._count_lock:
+                self.cache_hits += 1
+            return parse_verdict(cached)
+        completion = self.client.chat.completions.create(**request)
+        reply = completion.choices[0].message.content or ""
+        with self._count_lock:
+            self.requests += 1
+            if completion.usage is not None:
+                self.prompt_tokens += completion.usage.prompt_tokens
+                self.completion_tokens += completion.usage.completion_tokens
+        if self.cache is not None:
+            self.cache.put(key, reply)
+        return parse_verdict(reply)
 
     def _both_orders(self, item: tuple[str, str, str]) -> tuple[Verdict | None, Verdict | None]:
         prompt, policy, reference = item
@@ -148,4 +195,5 @@ class PairwiseJudge:
             ties=n - wins - losses, order_consistency=consistent / n,
             first_position_rate=first / decisive if decisive else float("nan"), invalid=invalid,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, scores=scores,
+            requests=self.requests, cache_hits=self.cache_hits,
         )

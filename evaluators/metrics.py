@@ -20,7 +20,9 @@ import math
 from collections import defaultdict
 from statistics import mean, stdev
 
-from evaluators.results import RunResult
+from typing import Any
+
+from evaluators.results import RunResult, SuiteResult
 from evaluators.suites import Scoring
 
 
@@ -62,3 +64,18 @@ def win_rate(policy_rewards: list[float], reference_rewards: list[float]) -> flo
     wins = sum(1.0 if a > b else 0.5 if a == b else 0.0
                for a, b in zip(policy_rewards, reference_rewards))
     return wins / max(1, len(policy_rewards))
+
+
+def score_suite(result: SuiteResult, suite: Any) -> SuiteResult:
+    """Each run's score (``extra.score``) and the suite's fitness, from the runs' measurements."""
+    for run in result.runs:
+        run.extra["score"] = run_score(run, suite.scoring, run.extra["kl_budget"])
+    labels = [group_label(g.tier, g.task, g.task_params) for g in suite.groups]
+    groups = [int(run.extra["group"]) for run in result.runs]
+    result.fitness, result.fitness_se, result.per_task = suite_fitness(result.runs, groups, labels, suite.scoring)
+    return result
+
+
+def group_label(tier: str, task: str, params: dict[str, Any]) -> str:
+    suffix = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"{tier}/{task}" + (f"[{suffix}]" if suffix else "")

@@ -273,6 +273,9 @@ def prepare_references(suite: Any, cache_dir: Path | str, device: str) -> dict[s
 
     hashes: dict[str, str] = {}
     for spec in suite.instances():
+        prepare = get_tier(spec.tier).prepare_function()
+        if prepare is not None:  # loss-independent data of the tier (hf: pairs, prompts, reference answers)
+            prepare(spec, cache_dir, device)
         references = get_tier(spec.tier).references_function()
         if references is None:
             continue

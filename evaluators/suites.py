@@ -125,7 +125,7 @@ def _as_tuple(value: Any, cast: type) -> tuple:
 
 def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
     """Validate and build a Suite from its YAML mapping (unknown keys are errors, not ignored)."""
-    known = {"name", "description", "scoring", "groups"}
+    known = {"name", "description", "scoring", "groups"}  # (`extends` and `set` are resolved by suite_data)
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"suite {path or data.get('name')}: unknown keys {sorted(unknown)}")
@@ -140,7 +140,13 @@ def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
         if unknown:
             raise ValueError(f"suite {path}: group {raw.get('task')}: unknown keys {sorted(unknown)} "
                              f"(a {tier.name} group may hold {', '.join(tier.sections)})")
-        config = {k: dict(raw[k]) for k in tier.sections if k in raw}
+        config = {k: (dict(raw[k]) if raw[k] is not None else None) for k in tier.sections if k in raw}
+        check = tier.check_function()
+        if check is not None:  # the tier's typed config, checked when the suite loads
+            try:
+                check(config)
+            except ValueError as exc:
+                raise ValueError(f"suite {path or data.get('name')}: group {raw.get('task')}: {exc}") from None
         groups.append(RunGroup(
             tier=raw["tier"],
             task=str(raw.get("task", "bandit")),
@@ -157,6 +163,33 @@ def suite_from_dict(data: dict[str, Any], *, path: str = "") -> Suite:
                  scoring=scoring, description=str(data.get("description", "")), path=path)
 
 
+def _merge(base: Any, update: Any) -> Any:
+    """``update`` laid over ``base``: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(update, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in update.items()}}
+    return update
+
+
+def apply_settings(data: dict[str, Any], settings: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """A suite mapping with ``settings`` laid over every group: a mapping (``set:`` of a suite that
+    ``extends`` another) or ``KEY.PATH=VALUE`` strings (``prefdisco evaluate --set``; VALUE is YAML)."""
+    if isinstance(settings, list):
+        parsed: dict[str, Any] = {}
+        for item in settings:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. model.policy=/path/to/gpt2")
+            node = parsed
+            *parents, leaf = key.strip().split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(raw)
+        settings = parsed
+    if not isinstance(settings, dict):
+        raise ValueError("suite: `set` must be a mapping of group keys")
+    return {**data, "groups": [_merge(g, settings) for g in data.get("groups") or []]}
+
+
 def list_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
@@ -171,10 +204,21 @@ def suite_data(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
         raise FileNotFoundError(
             f"unknown suite {str(name_or_path)!r}; known suites: {', '.join(list_suites())} "
             "(or give a path to a suite YAML file)")
-    return yaml.safe_load(path.read_text()) or {}, str(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and "extends" in data:  # a shipped suite with some keys changed
+        parent = str(data["extends"])
+        local = path.parent / parent
+        base, _ = suite_data(local if local.suffix in (".yaml", ".yml") and local.exists() else parent)
+        merged = apply_settings(base, data.get("set") or {})
+        merged.update({k: v for k, v in data.items() if k not in ("extends", "set")})
+        data = merged
+    return data, str(path)
 
 
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A suite by name (``screen``, ``fitness``, ``heldout``...) or by path to a YAML file."""
+def load_suite(name_or_path: str | Path, settings: list[str] | None = None) -> Suite:
+    """A suite by name (``screen``, ``fitness``, ``heldout``...) or by path to a YAML file, with
+    optional ``KEY.PATH=VALUE`` settings laid over every group."""
     data, path = suite_data(name_or_path)
+    if settings:
+        data = apply_settings(data, settings)
     return suite_from_dict(data, path=path)

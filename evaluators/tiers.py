@@ -7,7 +7,7 @@ the function listing the cached references a run needs, ``references(spec, cache
 [(task, seed, TinyLMConfig)]``: the trusted parent builds those before a sandboxed job starts,
 because the sandbox sees the cache read-only.
 
-The built-in tiers (``bandit``, ``tinylm``, ``calibrated_lm``) are declared here. Tiers that live in a higher layer
+The built-in tiers (``bandit``, ``tinylm``, ``calibrated_lm``, ``hf``) are declared here. Tiers that live in a higher layer
 (the ``spa`` and ``pluralistic`` tiers need preference data) register themselves through the
 ``prefdisco.tiers`` entry-point group (see pyproject.toml), so this package never names them:
 adding a tier is one module with its runner plus one ``Tier`` object and one entry-point line.
@@ -34,6 +34,11 @@ class Tier:
     description: str = ""
     references: str | None = None  # "module:function" listing the cached references a run needs
     group_runner: str | None = None  # "module:function" training all instances of a group at once
+    prepare: str | None = None  # "module:function" ``prepare(spec, cache_dir, device)``: loss-independent
+    # data the trusted parent builds into the cache before sandboxed runs read it
+    read_paths: str | None = None  # "module:function" ``read_paths(spec) -> [path]``: what a sandboxed run
+    # must read outside the project and the cache (local models, the hub cache)
+    check: str | None = None  # "module:function" ``check(group_config)``: raise ValueError on a bad config
 
     def run_function(self) -> Callable[..., Any]:
         return _load(self.runner)
@@ -45,6 +50,15 @@ class Tier:
 
     def references_function(self) -> Callable[..., Any] | None:
         return _load(self.references) if self.references else None
+
+    def check_function(self) -> Callable[..., Any] | None:
+        return _load(self.check) if self.check else None
+
+    def prepare_function(self) -> Callable[..., Any] | None:
+        return _load(self.prepare) if self.prepare else None
+
+    def read_paths_function(self) -> Callable[..., Any] | None:
+        return _load(self.read_paths) if self.read_paths else None
 
 
 def _load(target: str) -> Callable[..., Any]:
@@ -62,6 +76,10 @@ BUILTIN_TIERS: dict[str, Tier] = {
                           "tinylm protocol in the converged regime, a group's runs in one vectorised pass",
                           "evaluators.calibrated_lm:reference_specs",
                           "evaluators.calibrated_lm:run_calibrated_group"),
+    "hf": Tier("hf", "evaluators.hf_run:run_hf_suite", ("model", "data", "train", "generation", "reward", "judge"),
+               "a Hugging Face causal LM trained through TRL, scored by a reward model and/or an LLM judge",
+               prepare="evaluators.hf_data:prepare_spec", read_paths="evaluators.hf_data:read_paths",
+               check="evaluators.hf_suite_config:check_group"),
 }
 _registered: dict[str, Tier] | None = None
 

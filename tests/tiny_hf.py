@@ -21,7 +21,8 @@ def build_tokenizer(words: tuple[str, ...] | list[str] = REVIEW_WORDS):
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
+    trainer = trainers.WordLevelTrainer(vocab_size=max(30000, len(set(words)) + 3), special_tokens=["<unk>", "<pad>", "<eos>"])
+    tokenizer.train_from_iterator([" ".join(words)], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
@@ -35,6 +36,14 @@ def _config(tokenizer, **overrides):
     return GPT2Config(**settings)
 
 
+def _readable(directory: Path) -> Path:
+    """safetensors writes 0600 files; as root the sandbox runs as another uid, which must read them
+    (what `chmod -R o+rX` does for a real model directory)."""
+    for path in Path(directory).iterdir():
+        path.chmod(0o644)
+    return Path(directory)
+
+
 def build_tiny_gpt2(directory: Path, seed: int = 0, **config) -> Path:
     """Random-init 1-layer GPT-2 + tokenizer saved to `directory`; returns the directory."""
     import torch
@@ -44,7 +53,7 @@ def build_tiny_gpt2(directory: Path, seed: int = 0, **config) -> Path:
     torch.manual_seed(seed)
     GPT2LMHeadModel(_config(tokenizer, **config)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return Path(directory)
+    return _readable(directory)
 
 
 def build_tiny_reward_model(directory: Path, seed: int = 1) -> Path:
@@ -56,7 +65,7 @@ def build_tiny_reward_model(directory: Path, seed: int = 1) -> Path:
     torch.manual_seed(seed)
     GPT2ForSequenceClassification(_config(tokenizer, num_labels=1)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return Path(directory)
+    return _readable(directory)
 
 
 def review_pairs(n: int) -> list[dict[str, str]]:
@@ -82,3 +91,25 @@ def sentiment(text: str) -> int:
     """Positive minus negative words: the rule the judge test double applies."""
     words = text.split()
     return sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+
+
+def build_tiny_classifier(directory: Path, seed: int = 2) -> Path:
+    """Random-init two-class GPT-2 sequence classifier (class 1 = "positive") + tokenizer, saved to
+    `directory`: the stand-in for a sentiment classifier used as reward."""
+    import torch
+    from transformers import GPT2ForSequenceClassification
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    GPT2ForSequenceClassification(_config(tokenizer, num_labels=2)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return _readable(directory)
+
+
+def review_texts(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """IMDb-like rows ({"text": ...}) over the tokenizer's words: the source prompts are cut from."""
+    import random
+
+    rng = random.Random(seed)
+    words = [w for w in REVIEW_WORDS if w not in ("review", ":")]
+    return [{"text": "review : " + " ".join(rng.choice(words) for _ in range(8))} for _ in range(n)]

@@ -352,7 +352,14 @@ class SandboxPool:
             wall = time.perf_counter() - started
             if worker.requests >= self.limits.max_requests_per_worker:
                 worker.shutdown()
-            return self._build_result(kind, status, reply, wall, timeout_s)
+            result = self._build_result(kind, status, reply, wall, timeout_s)
+            if isinstance(result, JobResult) and result.ok and result.value is not None:
+                try:
+                    result.value = finish_job(request["job"], request["kwargs"], result.value)
+                except Exception as exc:  # noqa: BLE001 - trusted finishing, not the candidate
+                    return failure_result(kind, "infrastructure", f"finishing {request['job']} in "
+                                          f"the parent failed: {type(exc).__name__}: {exc}", wall)
+            return result
         raise AssertionError("unreachable")
 
     def _build_result(self, kind: str, status: dict[str, Any], reply: bytes, wall: float,
@@ -398,6 +405,23 @@ def _death_cause(status: dict[str, Any], native: str) -> tuple[str, str]:
     what = f"signal {sig}" if sig else f"exit code {code}"
     last = native.strip().splitlines()[-1:] if native.strip() else []
     return "crash", f"the job's process died ({what})" + (f": {last[0][:200]}" if last else "")
+
+
+def _job_function(job: str) -> Any:
+    module_name, _, attr = job.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None  # not importable here (only in the sandbox)
+    return getattr(module, attr, None)
+
+
+def finish_job(job: str, kwargs: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    """Run the job's trusted parent-side finishing step, if it declares one (``finish_in_parent``:
+    e.g. call an LLM judge on the generations a sandboxed job returned, since children have no
+    network); it gets the prepared kwargs and the job's value and returns the final value."""
+    finish = getattr(_job_function(job), "finish_in_parent", None)
+    return value if finish is None else finish(dict(kwargs), value)
 
 
 def prepare_job(job: str, kwargs: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:

@@ -79,6 +79,22 @@ class CampaignCannotEvaluate(UserError):
     """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
 
 
+def sandbox_limits(cascade_cfg: Any, gpu: bool) -> Any:
+    """The sandbox limits for this cascade's suites: the cache read-only, plus whatever real-model
+    (``hf``) suites read outside it (local models, the hub cache), with room for their address space."""
+    from discovery.sandbox import SandboxLimits
+    from evaluators.jobs import sandbox_read_paths
+
+    suites = [cascade_cfg.screen_suite, cascade_cfg.fitness_suite, cascade_cfg.heldout_suite]
+    paths = tuple(sandbox_read_paths(suites))
+    if not paths:
+        return SandboxLimits(cache_dir=cascade_cfg.cache_dir)
+    # torch + transformers + TRL reserve far more virtual memory than the tinylm tiers; CUDA maps
+    # terabytes of address space, which an RLIMIT_AS would refuse (the GPU bounds memory there).
+    return SandboxLimits(cache_dir=cascade_cfg.cache_dir, readonly_dirs=paths,
+                         address_space_mb=(1 << 22) if gpu else 16384)
+
+
 class Campaign:
     """One campaign directory. Build with `Campaign.create(config, dir)` or `Campaign.resume(dir)`."""
 
@@ -94,14 +110,14 @@ class Campaign:
         cascade_cfg = dataclasses.replace(config.cascade, cache_dir=directory.cache_dir())
         if pool is None:  # the config's executor: sandboxed workers here or on a Ray cluster
             from discovery.executors import make_executor
-            from discovery.sandbox import SandboxLimits  # the sandbox sees this cache read-only
 
             pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
                                  num_gpus_per_worker=config.num_gpus_per_worker,
-                                 limits=SandboxLimits(cache_dir=cascade_cfg.cache_dir))
+                                 limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer, directory.path)
-        self.cascade = Cascade(pool, cascade_cfg, validate=validate)
+        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
+                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"))
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")

@@ -108,13 +108,15 @@ class Cascade:
     """Runs one stage at a time for one candidate; the campaign decides what runs next."""
 
     def __init__(self, pool: Pool, config: CascadeConfig, *,
-                 validate: Callable[[str], list[Any]] | None = None, job: str = EVALUATE_JOB):
+                 validate: Callable[[str], list[Any]] | None = None, job: str = EVALUATE_JOB,
+                 checkpoint_dir: str | None = None):
         if validate is None:
             from discovery.sandbox import validate_source as validate
         self.pool = pool
         self.config = config
         self.validate = validate
         self.job = job
+        self.checkpoint_dir = checkpoint_dir  # finished runs of split_runs evaluations
 
     def static(self, code: str | None) -> StageOutcome:
         start = time.perf_counter()
@@ -153,7 +155,12 @@ class Cascade:
         if cfg.cache_dir:
             kwargs["cache_dir"] = cfg.cache_dir
         start = time.perf_counter()
-        if hasattr(self.pool, "submit_job"):
+        if cfg.split_runs and self.checkpoint_dir and self.job == EVALUATE_JOB and hasattr(self.pool, "submit_job"):
+            from discovery.search.run_checkpoints import evaluate_run_by_run
+
+            res = evaluate_run_by_run(self.pool, code, self.job, kwargs, cfg.job_timeout_s,
+                                      self.checkpoint_dir, stage.value)
+        elif hasattr(self.pool, "submit_job"):
             future = self.pool.submit_job(code, self.job, kwargs, timeout_s=cfg.job_timeout_s)
             maybe_crash("evaluation")  # test hook: die while the job is in flight
             res = future.result()
