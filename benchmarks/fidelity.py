@@ -77,7 +77,8 @@ def loss_names() -> list[str]:
     from candidate_losses import list_losses
     from loss_variants import VARIANTS
 
-    return [s.name for s in list_losses()] + list(VARIANTS)
+    aliased = {fn for fn, kwargs in VARIANTS.values() if not kwargs}   # a variant that IS a library loss
+    return [s.name for s in list_losses() if s.fn not in aliased] + list(VARIANTS)
 
 
 def reusable(old: dict[str, Any] | None, suite: Any) -> list[dict[str, Any]]:

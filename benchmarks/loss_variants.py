@@ -50,13 +50,6 @@ def sigmoid_ramp(pc, pr, rc, rr, beta):
     return 1 - torch.sigmoid(beta * _margin(pc, pr, rc, rr))
 
 
-def pfl_on_log_ratio(pc, pr, rc, rr, beta):
-    """PFL as DiscoPOP's LLM first wrote it: on the unscaled log-ratio margin rho (no beta):
-    -logsigmoid(rho) / 2 where the policy prefers the chosen answer, else 2 * max(0, 1 - rho)."""
-    rho = _margin(pc, pr, rc, rr)
-    return torch.where(pc > pr, -F.logsigmoid(rho) / 2, 2 * torch.relu(1 - rho))
-
-
 def chosen_likelihood(pc, pr, rc, rr, beta):
     """Control: maximise the chosen answers' likelihood only (SFT on the winners), scaled by beta."""
     return -beta * (pc - rc)
@@ -84,7 +77,9 @@ VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "exponential": (exponential, {}),
     "sigmoid_ramp": (sigmoid_ramp, {}),
     "lrml_tau0.5": (_registry("lrml"), {"tau": 0.5}),
-    "pfl_on_log_ratio": (pfl_on_log_ratio, {}),
+    # PFL on the unscaled log-ratio, as DiscoPOP's LLM first wrote it: the library's pfl_original,
+    # kept under the name the earlier score stores use (fidelity.loss_names lists it once).
+    "pfl_on_log_ratio": (_registry("pfl_original"), {}),
     "chosen_likelihood": (chosen_likelihood, {}),
     "sign_flipped_dpo": (sign_flipped_dpo, {}),
 }
