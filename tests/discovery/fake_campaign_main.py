@@ -6,6 +6,7 @@ The crash point comes from PREFDISCO_CRASH_AT (see discovery/crashpoints.py).
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -34,4 +35,8 @@ def main(out: str, resume: bool) -> None:
 
 
 if __name__ == "__main__":
+    # A Ctrl-C must raise KeyboardInterrupt here, as in an interactive `prefdisco run`, even when the
+    # test runner itself was started with SIGINT ignored (a background job of a non-interactive shell
+    # passes SIG_IGN on, and Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     main(sys.argv[1], "--resume" in sys.argv)
