@@ -167,8 +167,8 @@ def derived_entry(fitness_entry: dict[str, Any], suite_name: str) -> dict[str, A
     """Score of a suite whose instances are a subset of calibrated_fitness's, from the fitness runs."""
     from evaluators import load_suite
 
-    wanted = {(s.seed, s.noise, s.beta) for s in load_suite(suite_name).instances()}
     suite = load_suite(suite_name)
+    wanted = {(s.seed, s.noise, s.beta) for s in suite.instances()}
     runs = [r for r in fitness_entry["runs"] if (r["seed"], r["noise"], r["beta"]) in wanted]
     assert len(runs) == len(wanted), f"{suite_name} is not a subset of calibrated_fitness"
     seeds = per_seed(runs, combine=combiner(suite))
