@@ -45,7 +45,7 @@ LOOPS = ("spa", "spa_len_tok", "spa_len_reg", "gold_loop")
 SCALE = {"data": {"seed_pairs": 100, "prompts_per_iteration": [400, 1000, 1500]}}
 STAGE_KEYS = ("iteration", "pairs", "new_pairs", "label_accuracy", "chosen_longer", "flagged_share",
               "flagged_label_accuracy", "unflagged_label_accuracy", "gold_reward", "kl", "win_rate",
-              "heldout_accuracy", "response_length", "steps", "flags")
+              "heldout_accuracy", "response_length", "gold_reward_lc", "steps", "flags")
 
 
 def arm_config(base, arm: str, size: str, beta: float, seed: int, spa_steps: int | None):
@@ -94,7 +94,8 @@ def run_unit(config: str, size: str, seed: int, betas: list[float], arms: list[s
             stages = [{k: getattr(s, k) for k in STAGE_KEYS} for s in res.stages]
             row = {"key": key, "size": size, "beta": beta, "seed": seed, "arm": arm,
                    "final": res.final.gold_reward, "kl": res.final.kl, "win": res.final.win_rate,
-                   "length": res.final.response_length, "ref": res.reference_reward,
+                   "length": res.final.response_length, "lc": res.final.gold_reward_lc,
+                   "ref": res.reference_reward,
                    "ref_length": res.reference_length, "steps": sum(s.steps for s in res.stages),
                    "stages": stages, "wall_s": time.perf_counter() - t0}
             rows.append(row)
@@ -103,7 +104,8 @@ def run_unit(config: str, size: str, seed: int, betas: list[float], arms: list[s
                 s0 = stages[0]
                 rows.append({**row, "key": f"{size}/{beta}/{seed}/seed_only", "arm": "seed_only",
                              "final": s0["gold_reward"], "kl": s0["kl"], "win": s0["win_rate"],
-                             "length": s0["response_length"], "steps": s0["steps"], "stages": stages[:1],
+                             "length": s0["response_length"], "lc": s0["gold_reward_lc"],
+                             "steps": s0["steps"], "stages": stages[:1],
                              "wall_s": 0.0})
     return rows
 
@@ -134,18 +136,25 @@ def report(rows: dict[str, dict]) -> None:
         by.setdefault((r["size"], r["beta"], r["arm"]), {})[r["seed"]] = r
     cells = sorted({(s, b) for s, b, _ in by}, key=lambda c: ("SML".index(c[0]), c[1]))
     print("## Final policy: gold reward (mean +- s.e. over seeds), KL to pi_init, response length")
-    print("| size | beta | arm | n | gold reward | KL | length (pi_init) | win vs pi_init |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | beta | arm | n | gold reward | length-controlled | KL | length (pi_init) | win vs pi_init |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size, beta in cells:
         for arm in ARMS:
             rs = list(by.get((size, beta, arm), {}).values())
             if not rs:
                 continue
             g = [r["final"] for r in rs]
-            print(f"| {size} | {beta} | {arm} | {len(rs)} | {_m(g):.3f} +- {_se(g):.3f} | "
+            lc = [r.get("lc") for r in rs]
+            print(f"| {size} | {beta} | {arm} | {len(rs)} | {_m(g):.3f} +- {_se(g):.3f} | {_m(lc):.3f} +- {_se(lc):.3f} | "
                   f"{_m([r['kl'] for r in rs]):.2f} | {_m([r['length'] for r in rs]):.2f} "
                   f"({_m([r['ref_length'] for r in rs]):.2f}) | {_m([r['win'] for r in rs]):.3f} |")
-    print("\n## Paired differences in final gold reward (same seeds; s.e. of the per-seed differences)")
+    for metric, title in (("final", "final gold reward"), ("lc", "length-controlled gold reward")):
+        paired_table(by, cells, metric, title)
+    per_round(by, cells)
+
+
+def paired_table(by: dict, cells: list, metric: str, title: str) -> None:
+    print(f"\n## Paired differences in {title} (same seeds; s.e. of the per-seed differences)")
     print("| size | beta | comparison | n | difference | paired s.e. | beyond 2 s.e.? |")
     print("|---|---|---|---|---|---|---|")
     for size, beta in cells:
@@ -153,16 +162,19 @@ def report(rows: dict[str, dict]) -> None:
                           ("spa_len_reg", "seed_only_long"), ("spa_len_tok", "spa"), ("spa_len_reg", "spa"),
                           ("gold_loop", "seed_only_long"), ("gold_loop", "spa")):
             a, b = by.get((size, beta, arm), {}), by.get((size, beta, base), {})
-            d = [a[s]["final"] - b[s]["final"] for s in sorted(set(a) & set(b))]
+            d = [a[s].get(metric, math.nan) - b[s].get(metric, math.nan) for s in sorted(set(a) & set(b))]
             if len(d) < 2:
                 continue
             m, se = _m(d), _se(d)
             verdict = "yes, better" if m > 2 * se else ("yes, worse" if m < -2 * se else "no")
             print(f"| {size} | {beta} | {arm} - {base} | {len(d)} | {m:+.3f} | {se:.3f} | {verdict} |")
+
+
+def per_round(by: dict, cells: list) -> None:
     print("\n## Per round (mean over seeds): self-label accuracy vs gold, share of labels choosing the longer "
           "response, policy after the round")
-    print("| size | beta | arm | round | label acc. | chose longer | flagged | heldout acc. | length | KL | gold reward |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| size | beta | arm | round | label acc. | chose longer | flagged | heldout acc. | length | KL | gold reward | length-controlled |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size, beta in cells:
         for arm in LOOPS:
             rs = list(by.get((size, beta, arm), {}).values())
@@ -173,7 +185,7 @@ def report(rows: dict[str, dict]) -> None:
                 f = lambda k: _m([s.get(k) for s in st])  # noqa: E731
                 print(f"| {size} | {beta} | {arm} | {it} | {f('label_accuracy'):.3f} | {f('chosen_longer'):.2f} | "
                       f"{f('flagged_share'):.2f} | {f('heldout_accuracy'):.3f} | {f('response_length'):.2f} | "
-                      f"{f('kl'):.2f} | {f('gold_reward'):.3f} |")
+                      f"{f('kl'):.2f} | {f('gold_reward'):.3f} | {f('gold_reward_lc'):.3f} |")
 
 
 def main() -> None:

@@ -22,19 +22,29 @@ from preference_data.spa.config import SPAConfig, dump_spa_config, load_spa_conf
 from preference_data.spa.store import LabelledPair, PairStore
 
 DEVIATIONS = """\
-Scale: tinylm tasks (word-level GPT-2, ~0.4M params, 9-token responses) instead of a 7B model on
-UltraFeedback; seed 200 gold pairs + 800/2000/3000 prompts (same 2:8:20:30 proportions, 3.3 % gold,
-1/10 of the paper's counts). Seed pairs are sampled from pi_init and labelled by Bradley-Terry on
-the gold reward (UltraFeedback pairs come from other models, labelled by GPT-4).
-Optimiser: the tinylm tier's constant-LR AdamW (lr 1e-3, grad-clip 1), not 5e-7 with cosine
-schedule and warm-up. Epochs as in the paper (3 on the seed, 1 per iteration).
-Seed replay: by default the gold seed is replayed in every iteration (train.include_seed); the
-paper's iterations train on the newly generated data (set include_seed: false for that).
-Identical response pairs (frequent with a 60-word vocabulary) are dropped before judging.
-Refinement: tau is the K-quantile (K=10 %) over a running window of the last 512 self-labelled
-margins; no smoothing in the first 20 % of each round's steps; DND lambda 1/2, 1/4, 1/8.
-Any contract loss L is smoothed as (1-eps) L(pc,pr,rc,rr) + eps L(pr,pc,rr,rc), which is the
-paper's refined loss exactly when L is DPO.
+Defaults follow the authors' released code (kingdy2002/SPA): each round trains on its new
+self-labelled pairs only, from the previous round's policy, which is also its DPO reference; tau is
+the mean of the 6th and 7th smallest of the last 50 margins of earlier batches (0 until 50 are
+seen), a pair is confident iff its margin > tau; alpha 0.1, 0 in the first 20 % of a round's steps;
+de-coupled noise detection off (their configs run with mix = 1); 10 % warm-up then cosine decay.
+What still differs, and why:
+- Scale: tinylm tasks (word-level GPT-2 of 5k-0.4M params, responses of up to 9 words) instead of
+  a 7B model on UltraFeedback; configs/spa.yaml: 200 gold pairs + 800/2000/3000 prompts (the
+  paper's 2:8:20:30 proportions, 3.3 % gold, 1/10 of its counts); the spa suite and the scale
+  study: 100 + 400/1000/1500. Seed pairs are sampled from pi_init and labelled by Bradley-Terry
+  on the gold reward (UltraFeedback's come from other models, labelled by GPT-4).
+- Learning rate: peak 1e-3 (the tinylm tier's scale) instead of 5e-7 for 7B; the schedule runs
+  within each stage.
+- Rounds: 3 as in the paper (the released script runs 2).
+- Their trainer runs one pair per micro-batch, so its "last 50 step margins" are the last 50
+  pairs' margins; ours keep the last 50 self-labelled pairs' margins across batches of 32.
+- Identical response pairs (frequent with a 60-word vocabulary) are dropped before judging.
+- Any contract loss L is smoothed as (1-eps) L(pc,pr,rc,rr) + eps L(pr,pc,rr,rc), which is the
+  paper's refined loss exactly when L is DPO.
+Options that keep our first version: train.include_seed: true (replay the gold seed every round),
+refinement.threshold: quantile with threshold_window: 512 (K-quantile including the current
+batch), refinement.dnd: true (lambda 1/2, 1/4, 1/8 -- a schedule not found in the paper or the
+code), train.lr_schedule: constant. Ours only: judge.length_control (per_token / regress).
 """
 
 __all__ = ["DEVIATIONS", "LabelledPair", "PairStore", "SPAConfig", "dump_spa_config",

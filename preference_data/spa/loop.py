@@ -53,6 +53,9 @@ class StageRecord:
     steps: int = 0
     gold_reward: float = math.nan    # policy after this stage
     response_length: float = math.nan   # mean length (tokens, EOS included) of its evaluation samples
+    gold_reward_lc: float = math.nan    # tinylm: length-controlled gold reward: gold_reward minus
+                                        # slope * (length - pi_init's mean length), the slope of gold
+                                        # reward on length fitted on pi_init's samples
     kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
     win_rate: float = math.nan       # vs pi_init samples under the gold reward
     heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs

@@ -26,7 +26,7 @@ from evaluators.tasks import TextTask, make_task
 from evaluators.tinylm_config import TinyLMConfig
 from evaluators.training import bradley_terry_labels, run_seed
 from preference_data.spa.config import SPAConfig
-from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
+from preference_data.spa.judges import PairBatch, judge_pairs, length_slope, make_judge
 from preference_data.spa.loop import SPAResult, StageRecord, resolve_loss, run_loop
 from preference_data.spa.refinement import dnd_lambda
 from preference_data.spa.rounds import (PairTensors, RoundConfig, sequence_logps, steps_for,
@@ -224,6 +224,9 @@ class TinyLMBackend:
         margin = ((imp_a - imp_b) * sign)[sign != 0]
         record.gold_reward = float(rewards.mean())
         record.response_length = float(length.double().mean())
+        init_len = ev["len"][:n].double()
+        slope = length_slope(ev["reward"][:n].double(), init_len)
+        record.gold_reward_lc = record.gold_reward - slope * (record.response_length - float(init_len.mean()))
         record.kl = float(kl.float().mean())
         record.win_rate = win_rate(rewards.tolist(), ev["reward"][:n].tolist())
         record.heldout_accuracy = float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean()) \

@@ -151,3 +151,13 @@ def test_cli_prints_per_iteration_metrics_and_json(tmp_path):
     assert {"label_accuracy", "gold_reward", "kl"} <= set(stages[1])
     bad = runner.invoke(app, ["spa", str(tmp_path / "missing.yaml")])
     assert bad.exit_code != 0
+
+
+def test_spa_heldout_is_the_same_loop_on_other_seeds():
+    from evaluators import load_suite
+
+    fit, held = load_suite("spa"), load_suite("spa_heldout")
+    assert not {i.seed for i in fit.instances()} & {i.seed for i in held.instances()}
+    strip = lambda g: {k: v for k, v in vars(g).items() if k != "seeds"}  # noqa: E731
+    assert [strip(g) for g in fit.groups] == [strip(g) for g in held.groups]
+    assert fit.scoring == held.scoring
