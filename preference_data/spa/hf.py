@@ -21,9 +21,11 @@ Deviations from the paper and from the tinylm loop are listed in ``HF_DEVIATIONS
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -295,7 +297,8 @@ def _train_stage(run: HFBackend, policy: Any, reference: Any, rows: list[dict[st
         trainer = SmoothingDPOTrainer(
             model=policy, ref_model=reference, args=args, train_dataset=datasets.Dataset.from_list(rows),
             processing_class=run.tokenizer, loss_fn=loss_fn, loss_kwargs=loss_kwargs, refiner=refiner)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):   # TRL prints its logs; stdout stays the report (--json)
+            trainer.train()
         curve = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     policy.eval()
     return steps, curve

@@ -97,6 +97,7 @@ class HFEvaluationConfig(Config):
     prompt_file: str | None = None        # .txt (one per line) / .jsonl ("prompt") of evaluation prompts,
                                           # e.g. AlpacaEval's instructions; None: data's held-out prompts
     reward: HFReward = field(default_factory=HFReward)   # reward.model None: judge.reward_model
+                                          # (reward.scale is unused here: win rates need no range)
     judge: HFJudge | None = None          # OpenAI-compatible pairwise judge (model, base_url, api_key_env,
                                           # criterion, length_controlled, ...); None: no LLM judge
     generation: HFEvalGeneration = field(default_factory=HFEvalGeneration)

@@ -242,6 +242,26 @@ def test_no_evaluator_configured_runs_nothing(models):
     assert not evaluator.active and math.isnan(record.response_length) and record.evaluation == {}
 
 
+def test_backend_evaluates_held_out_prompts_or_a_prompt_file(models, tmp_path):
+    """The evaluation prompts are the held-out ones (never seed, never fresh) unless a file names them."""
+    from preference_data.spa.hf import HFBackend
+    from preference_data.spa.hf_config import spa_hf_config_from_dict
+
+    tiny_hf.write_jsonl(tmp_path / "pairs.jsonl", tiny_hf.review_pairs(30))
+    raw = {"model": str(models["init"]), "judge": {"reward_model": str(models["rm"])}, "train": {"device": "cpu"},
+           "data": {"dataset": str(tmp_path / "pairs.jsonl"), "seed_pairs": 6, "prompts_per_iteration": [4],
+                    "eval_prompts": 3}}
+    backend = HFBackend(spa_hf_config_from_dict(raw))
+    assert backend.evaluator.active and backend.evaluator.reward_model == str(models["rm"])
+    held = backend.evaluator.prompts
+    assert held == backend.eval_prompts and len(held) == 3
+    train_rows = backend.seed_rows + backend.fresh
+    assert len(train_rows) + len(held) == 30            # seed + fresh + held-out partition the rows
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    raw["evaluation"] = {"prompt_file": str(tmp_path / "eval.jsonl"), "prompts": 4}
+    assert HFBackend(spa_hf_config_from_dict(raw)).evaluator.prompts == PROMPTS[:4]
+
+
 # ---- slow: the SPA loop end to end ----------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -286,6 +306,7 @@ def test_spa_hf_rounds_report_reward_and_judge_win_rates(models, tmp_path, monke
             assert stage.reward_model_win_rate == pytest.approx(sum(wins) / len(wins))
             assert stage.response_length == pytest.approx(sum(r["response_tokens"] for r in mine) / 5)
         assert all(a["init_response"] == b["init_response"] for a, b in zip(rows[:5], rows[5:10]))  # pi_init once
+        assert any(r["response"] != r["init_response"] for r in rows)    # training moved the answers
         stored = json.loads((tmp_path / "a" / "stages.json").read_text())["stages"]
         assert [s["judge_win_rate"] for s in stored] == [s.judge_win_rate for s in result.stages]
 
@@ -293,7 +314,7 @@ def test_spa_hf_rounds_report_reward_and_judge_win_rates(models, tmp_path, monke
         path.write_text(yaml.safe_dump({"backend": "hf", **raw}))
         shown = CliRunner().invoke(app, ["spa", str(path), "--json"])
         assert shown.exit_code == 0, shown.output
-        stages = json.loads(shown.output)["stages"]
+        stages = json.loads(shown.stdout)["stages"]          # TRL's logs go to stderr
         assert [s["judge_win_rate"] for s in stages] == [s.judge_win_rate for s in result.stages]   # deterministic
         assert [s["reward_model_win_rate"] for s in stages] == [s.reward_model_win_rate for s in result.stages]
         assert all(s["response_length"] is not None for s in stages)
