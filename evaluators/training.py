@@ -74,14 +74,17 @@ def train_preference(
     generator: torch.Generator,
     log_every: int = 10,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    lr_factor: Callable[[int], float] | None = None,
 ) -> TrainOutcome:
     """Train the policy on pairs 0..N-1 (chosen/rejected already assigned) with the candidate loss.
 
     ``policy_logps(idx)`` returns the policy's summed log-probs of the chosen and rejected
     responses of pairs ``idx``; the reference log-probs were computed once, up front.
+    ``lr_factor(step)`` scales ``lr`` per step (``lr_schedule``); None keeps it constant.
     """
     params = [p for p in parameters if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor) if lr_factor is not None else None
     n_pairs = reference_chosen.shape[0]
     device = reference_chosen.device
     out = TrainOutcome()
@@ -122,6 +125,8 @@ def train_preference(
             out.message = f"step {step}: non-finite gradient"
             break
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         out.steps_done = step + 1
         window.append(float(loss.detach()))
         if len(window) == log_every:
@@ -130,6 +135,25 @@ def train_preference(
     if window and "no_gradient" not in out.flags:
         out.curve.append(sum(window) / len(window))
     return out
+
+
+def lr_schedule(kind: str, warmup: float, steps: int) -> Callable[[int], float]:
+    """lr multiplier per step: linear warm-up over ``warmup`` of the steps (from ~0), then
+    ``cosine`` or ``linear`` decay to 0 at the last step, or ``constant`` (TRL/HF's schedules)."""
+    if kind not in ("cosine", "linear", "constant"):
+        raise ValueError(f"lr_schedule must be cosine, linear or constant, not {kind!r}")
+    total = max(1, steps)
+    warm = int(round(warmup * total))
+
+    def factor(i: int) -> float:
+        if i < warm:
+            return (i + 1) / (warm + 1)
+        if kind == "constant":
+            return 1.0
+        progress = (i - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return factor
 
 
 def bradley_terry_labels(

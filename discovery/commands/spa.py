@@ -39,7 +39,8 @@ def _stage_line(stage: Any, backend: str) -> str:
                 + _hf_evaluation(stage))
     return (f"{name:>9}  pairs {stage.pairs:5d}  label agreement {_fmt(stage.label_accuracy)}  "
             f"flagged {_fmt(stage.flagged_share, '.2f')}  gold reward {_fmt(stage.gold_reward)}  "
-            f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}"
+            f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}  length {_fmt(stage.response_length, '.1f')}  "
+            f"chosen longer {_fmt(stage.chosen_longer, '.2f')}"
             + (f"  FLAGS {','.join(stage.flags)}: {stage.message}" if stage.flags else ""))
 
 

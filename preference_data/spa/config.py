@@ -68,6 +68,11 @@ class SPAJudgeConfig(Config):
 
     kind: Literal["implicit", "gold", "reward_model", "llm"] = "implicit"
     beta: float | None = None            # implicit reward scale; None: train.beta
+    length_control: Literal["none", "per_token", "regress"] = "none"
+                                         # implicit judge only. per_token: compare rewards per
+                                         # response token; regress: subtract the part of the reward
+                                         # that a least-squares line in response length explains
+                                         # (fitted on the round's responses). Against verbosity creep.
     gold_sample: bool = True             # gold judge: Bradley-Terry sample (like the seed) vs argmax
     reward_model: str | None = None      # reward_model judge: local path of a transformers
                                          # sequence-classification checkpoint (offline)
@@ -81,30 +86,44 @@ class SPAJudgeConfig(Config):
 
 @dataclass
 class RefinementConfig(Config):
-    """Noise-aware self-refinement (paper Sec. 4.2) with de-coupled noise detection (DND)."""
+    """Noise-aware self-refinement (paper Sec. 4.2). Defaults follow the authors' released code
+    (kingdy2002/SPA): tau from earlier steps' margins only, de-coupled noise detection off."""
 
     enabled: bool = True
     alpha: float = 0.1               # label-smoothing strength for flagged (low-confidence) pairs
-    noise_fraction: float = 0.1      # K: the least-confident fraction of self-labelled pairs is flagged
-    warmup_fraction: float = 0.2     # no smoothing in the first 20 % of an iteration's steps
-    threshold_window: int = 512      # tau = K-quantile over this many most recent confidences
-    dnd: bool = True                 # confidence from extrapolated logits (1+l)*z_theta - l*z_ref
-    dnd_lambda: float = 0.5          # lambda at iteration 1 ...
-    dnd_decay: float = 0.5           # ... multiplied by this each later iteration (1/2, 1/4, 1/8)
+    noise_fraction: float = 0.1      # K: the least-confident ~K of self-labelled pairs are flagged
+    warmup_fraction: float = 0.2     # no smoothing in the first 20 % of a round's steps
+    threshold: Literal["released", "quantile"] = "released"
+                                     # released: tau = mean of the 6th/7th smallest of the last 50
+                                     # margins of earlier batches (0 until 50 are seen); quantile: the
+                                     # K-quantile of a window that includes the current batch
+    threshold_window: int = 50       # margins tau is computed from (released code: 50; quantile used 512)
+    dnd: bool = False                # confidence from extrapolated logits (1+l)*z_theta - l*z_ref;
+                                     # the released configs run with it off (mix = 1)
+    dnd_lambda: float = 0.5          # lambda at round 1 ... (used only with dnd: true)
+    dnd_decay: float = 0.5           # ... times this each later round (1/2, 1/4, 1/8: not found in the
+                                     # paper or the code; kept as an option)
 
 
 @dataclass
 class SPATrainConfig(Config):
-    """Preference training (seed DPO, then one round per iteration) through the loss contract."""
+    """Preference training (seed DPO, then one round per iteration) through the loss contract.
+
+    Released recipe: each round trains on its NEW self-labelled pairs only, from the previous
+    round's policy, which is also the round's DPO reference; lr with 10 % warm-up then cosine decay
+    within every stage (7B: 5e-7; here the tinylm scale)."""
 
     loss: str = "dpo"                     # a registered loss name (candidate losses come in via the API)
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     beta: float = 0.1                     # paper: 0.1
-    lr: float = 1e-3                      # paper 5e-7 for a 7B model; the tinylm tier's scale here
+    lr: float = 1e-3                      # peak lr (paper 5e-7 for a 7B model; the tinylm tier's scale here)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"   # decay after warm-up, per stage
+    warmup: float = 0.1                   # fraction of a stage's steps with a linear warm-up (released: 0.1)
     batch_size: int = 32                  # paper: effective batch 32
     seed_epochs: float = 3.0              # paper: 3 epochs of DPO on the seed
     iteration_epochs: float = 1.0         # paper: 1 epoch per iteration
-    include_seed: bool = True             # also replay the gold seed pairs in every iteration
+    include_seed: bool = False            # true: also replay the gold seed in every round (our first
+                                          # version's default; the release trains on new data only)
     grad_clip: float = 1.0
     weight_decay: float = 0.0
 
@@ -142,12 +161,16 @@ class SPAConfig(Config):
 
 def check_judge_and_refinement(cfg: Any) -> None:
     """The checks both backends' configs share."""
+    if cfg.judge.length_control != "none" and cfg.judge.kind != "implicit":
+        raise ValueError("judge.length_control applies to the implicit judge only; set it to none")
     if cfg.judge.kind == "reward_model" and not cfg.judge.reward_model:
         raise ValueError("judge.reward_model: give the path of a local reward-model checkpoint")
     if not 0.0 <= cfg.refinement.alpha <= 0.5:
         raise ValueError("refinement.alpha must be in [0, 0.5] (0.5 would erase the label)")
     if not 0.0 <= cfg.refinement.noise_fraction < 1.0:
         raise ValueError("refinement.noise_fraction must be in [0, 1)")
+    if cfg.refinement.threshold_window < 2:
+        raise ValueError("refinement.threshold_window must be >= 2 (released code: 50)")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

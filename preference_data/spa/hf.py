@@ -204,7 +204,7 @@ class HFBackend:
               record: StageRecord, loss_fn: Callable[..., Any], loss_kwargs: dict[str, Any]) -> None:
         cfg, r = self.cfg, self.cfg.refinement
         refiner = BatchRefiner(cfg.train.beta, r.noise_fraction, r.warmup_fraction, r.threshold_window,
-                               record.dnd_lambda) if stage > 0 and r.enabled else None
+                               record.dnd_lambda, r.threshold) if stage > 0 and r.enabled else None
         if rows:
             epochs = cfg.train.seed_epochs if stage == 0 else cfg.train.iteration_epochs
             record.steps, record.curve = _train_stage(self, policy, reference, rows, loss_fn, loss_kwargs,
@@ -249,11 +249,17 @@ class HFBackend:
         prefixes, responses = [p for p, _ in pairs], [r for _, r in pairs]
         return response_logps(policy, prefixes, responses), response_logps(self.init, prefixes, responses)
 
+    def token_lengths(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        """[N] completion lengths in tokens (for length-controlled judging)."""
+        return torch.tensor([float(len(completion_ids(self.tokenizer, p, c)[1]))
+                             for p, c in zip(prompts, completions)], dtype=torch.float64)
+
     def batch(self, policy: Any, prompts: list[str], a: list[str], b: list[str], judge: Any) -> PairBatch:
         batch = PairBatch(prompts, a, b)
         if judge.name == "implicit":
             batch.policy_a, batch.init_a = self.implicit_logps(policy, prompts, a)
             batch.policy_b, batch.init_b = self.implicit_logps(policy, prompts, b)
+            batch.len_a, batch.len_b = self.token_lengths(prompts, a), self.token_lengths(prompts, b)
         return batch
 
     @torch.no_grad()

@@ -25,10 +25,11 @@ import torch
 from evaluators.hf_trainer import NON_MODEL_KEYS, PreferenceLossDPOTrainer, WeightedPreferenceCollator
 from preference_data.spa.refinement import (
     ConfidenceThreshold,
+    ReleasedThreshold,
     alpha_at,
     dpo_margins,
     extrapolated_sequence_logps,
-    low_confidence,
+    make_threshold,
     smoothed_loss,
 )
 
@@ -57,12 +58,13 @@ class BatchRefiner:
     warmup_fraction: float
     window: int
     dnd_lambda: float | None = None      # None: plain margin of the current policy
-    threshold: ConfidenceThreshold = field(init=False)
+    rule: str = "released"               # refinement.threshold (see refinement.make_threshold)
+    threshold: ConfidenceThreshold | ReleasedThreshold = field(init=False)
     confidence: dict[int, float] = field(default_factory=dict)
     smoothing: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.threshold = ConfidenceThreshold(self.noise_fraction, self.window)
+        self.threshold = make_threshold(self.rule, self.noise_fraction, self.window)
 
     def epsilon(self, margins: torch.Tensor, may_smooth: torch.Tensor, pair_index: torch.Tensor | None,
                 step: int, total_steps: int) -> torch.Tensor:
@@ -70,8 +72,7 @@ class BatchRefiner:
         eligible = may_smooth > 0
         if not bool(eligible.any()):
             return torch.zeros_like(may_smooth)
-        tau = self.threshold.update(margins[eligible])
-        flags = low_confidence(margins, tau, eligible)
+        _, flags = self.threshold.flag(margins, eligible)
         eps = torch.where(flags, may_smooth, torch.zeros_like(may_smooth)) * alpha_at(step, total_steps, 1.0,
                                                                                      self.warmup_fraction)
         if pair_index is not None:

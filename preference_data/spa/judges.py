@@ -30,6 +30,8 @@ class PairBatch:
     init_b: torch.Tensor | None = None
     gold_a: torch.Tensor | None = None     # [N] gold rewards (gold judge and audit only)
     gold_b: torch.Tensor | None = None
+    len_a: torch.Tensor | None = None      # [N] response lengths in tokens (length-aware judges)
+    len_b: torch.Tensor | None = None
 
 
 class Judge(Protocol):
@@ -61,19 +63,50 @@ def judge_pairs(judge: Judge, batch: PairBatch) -> tuple[torch.Tensor, torch.Ten
     return labels(batch) if callable(labels) else decide(judge.prob_a(batch))
 
 
+def length_slope(rewards: torch.Tensor, lengths: torch.Tensor) -> float:
+    """Least-squares slope of reward on length (0 when every length is the same)."""
+    x, y = lengths.double(), rewards.double()
+    var = ((x - x.mean()) ** 2).sum()
+    return float(((x - x.mean()) * (y - y.mean())).sum() / var) if float(var) > 0 else 0.0
+
+
 class ImplicitRewardJudge:
-    """SPA's direct preference judgment from the policy's own log-probs."""
+    """SPA's direct preference judgment from the policy's own log-probs.
+
+    ``length_control`` (ours, not the paper's) removes length from the comparison: the measured
+    failure at small scale is verbosity creep, where the summed log-ratio favours the longer of two
+    responses round after round. ``per_token`` divides each reward by its response's length;
+    ``regress`` subtracts slope * length, the slope fitted by least squares over all responses of
+    the batch (the idea behind length-controlled win rates)."""
 
     name = "implicit"
 
-    def __init__(self, beta: float) -> None:
+    def __init__(self, beta: float, length_control: str = "none") -> None:
+        if length_control not in ("none", "per_token", "regress"):
+            raise ValueError(f"length_control must be none, per_token or regress, not {length_control!r}")
         self.beta = beta
+        self.length_control = length_control
+        self.last_slope: float | None = None
 
-    def prob_a(self, batch: PairBatch) -> torch.Tensor:
+    def rewards(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r_a, r_b) after the length control."""
         if batch.policy_a is None or batch.init_a is None or batch.policy_b is None or batch.init_b is None:
             raise ValueError("the implicit-reward judge needs policy and pi_init log-probs of both responses")
-        return bt_probability(implicit_reward(batch.policy_a, batch.init_a, self.beta),
-                             implicit_reward(batch.policy_b, batch.init_b, self.beta))
+        ra = implicit_reward(batch.policy_a, batch.init_a, self.beta)
+        rb = implicit_reward(batch.policy_b, batch.init_b, self.beta)
+        if self.length_control == "none":
+            return ra, rb
+        if batch.len_a is None or batch.len_b is None:
+            raise ValueError("a length-controlled implicit judge needs the response lengths (len_a, len_b)")
+        la, lb = batch.len_a.double().clamp(min=1), batch.len_b.double().clamp(min=1)
+        if self.length_control == "per_token":
+            return ra / la, rb / lb
+        slope = length_slope(torch.cat([ra, rb]), torch.cat([la, lb]))
+        self.last_slope = slope
+        return ra - slope * la, rb - slope * lb
+
+    def prob_a(self, batch: PairBatch) -> torch.Tensor:
+        return bt_probability(*self.rewards(batch))
 
 
 class GoldRewardJudge:
@@ -164,7 +197,7 @@ def make_judge(cfg: Any, *, beta: float, label_temperature: float, generator: to
                device: str = "cpu", client: Any | None = None) -> Judge:
     """The judge named by ``cfg.kind`` (a ``preference_data.spa.config.SPAJudgeConfig``)."""
     if cfg.kind == "implicit":
-        return ImplicitRewardJudge(beta)
+        return ImplicitRewardJudge(beta, getattr(cfg, "length_control", "none"))
     if cfg.kind == "gold":
         return GoldRewardJudge(label_temperature, cfg.gold_sample, generator)
     if cfg.kind == "reward_model":

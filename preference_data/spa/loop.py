@@ -45,12 +45,15 @@ class StageRecord:
     agreement_pairs: int = 0         # hf: 0 when the prompts had no labelled pairs (prompt file): n/a
     compare_agreement: dict[str, float] = field(default_factory=dict)   # other judges vs the SPA label
     mean_label_prob: float = math.nan
+    chosen_longer: float = math.nan  # share of this stage's new pairs whose chosen response has more
+                                     # words than the rejected one (pairs of equal length excluded)
     flagged_share: float = 0.0       # share of new pairs smoothed at their last visit
     flagged_label_accuracy: float = math.nan    # label accuracy among flagged pairs (noise detection)
     unflagged_label_accuracy: float = math.nan
     dnd_lambda: float | None = None
     steps: int = 0
     gold_reward: float = math.nan    # policy after this stage
+    response_length: float = math.nan   # mean length (tokens, EOS included) of its evaluation samples
     kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
     win_rate: float = math.nan       # vs pi_init samples under the gold reward
     heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs
@@ -77,6 +80,7 @@ class SPAResult:
     reference_reward: float = math.nan   # tinylm: pi_init's gold reward (hf: unknown)
     reward_range: float = math.nan
     gold_fraction: float = math.nan
+    reference_length: float = math.nan   # tinylm: mean length of pi_init's evaluation samples
 
     @property
     def final(self) -> StageRecord:
@@ -89,7 +93,8 @@ class SPAResult:
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "stages": [asdict(s) for s in self.stages],
                 "reference_reward": self.reference_reward, "reward_range": self.reward_range,
-                "gold_fraction": self.gold_fraction, "pairs": len(self.store), "wall_time_s": self.wall_time_s,
+                "gold_fraction": self.gold_fraction, "reference_length": self.reference_length,
+                "pairs": len(self.store), "wall_time_s": self.wall_time_s,
                 "config": self.config}
 
 
@@ -146,6 +151,7 @@ def run_loop(backend: Backend, cfg: Any, loss_fn: Callable[..., Any], loss_kwarg
         backend.train(policy, reference, pairs, new, stage, record, loss_fn, loss_kwargs)
         store.add(new)
         backend.label_stats(record, new, stage)
+        record.chosen_longer = chosen_longer_share(new)
         backend.measure(policy, record, stage)
         record.wall_time_s = time.perf_counter() - t0
         stages.append(record)
@@ -158,6 +164,13 @@ def run_loop(backend: Backend, cfg: Any, loss_fn: Callable[..., Any], loss_kwarg
     if cfg.out_dir:
         save_result(result, cfg.out_dir)
     return result
+
+
+def chosen_longer_share(pairs: list[LabelledPair]) -> float:
+    """Among pairs of unequal length (in whitespace words), the share whose chosen one is longer."""
+    votes = [len(p.chosen.split()) > len(p.rejected.split()) for p in pairs
+             if len(p.chosen.split()) != len(p.rejected.split())]
+    return sum(votes) / len(votes) if votes else math.nan
 
 
 def save_result(result: SPAResult, out_dir: str | Path) -> None:

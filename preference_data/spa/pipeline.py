@@ -154,7 +154,8 @@ class TinyLMBackend:
             rewards_of(self.task, self.vocab, cpu[0], cpu[3], cpu[4])
         prompts, a_text = _texts(self.vocab, *cpu[:3])
         _, b_text = _texts(self.vocab, cpu[0], cpu[3], cpu[4])
-        batch = PairBatch(prompts, a_text, b_text, gold_a=ra, gold_b=rb)
+        batch = PairBatch(prompts, a_text, b_text, gold_a=ra, gold_b=rb,
+                          len_a=cpu[2].double(), len_b=cpu[4].double())
         if self.cfg.judge.kind == "implicit":
             batch.policy_a = sequence_logps(policy, prefix, a, a_len).double().cpu()
             batch.policy_b = sequence_logps(policy, prefix, b, b_len).double().cpu()
@@ -190,8 +191,11 @@ class TinyLMBackend:
 
     def result_fields(self) -> dict[str, Any]:
         rr = self.task.reward_range
+        ev = self.bundle["eval"]
+        n = self.cfg.data.eval_prompts or ev["prefix"].shape[0]
         return {"reference_reward": float(self.bundle["meta"]["reference_reward"]), "reward_range": rr[1] - rr[0],
-                "gold_fraction": self.cfg.data.gold_fraction}
+                "gold_fraction": self.cfg.data.gold_fraction,
+                "reference_length": float(ev["len"][:n].double().mean())}
 
     @torch.no_grad()
     def measure(self, policy: torch.nn.Module, record: StageRecord, stage: int) -> None:
@@ -219,6 +223,7 @@ class TinyLMBackend:
         sign = torch.sign(ho["ra"] - ho["rb"]).to(imp_a.dtype)
         margin = ((imp_a - imp_b) * sign)[sign != 0]
         record.gold_reward = float(rewards.mean())
+        record.response_length = float(length.double().mean())
         record.kl = float(kl.float().mean())
         record.win_rate = win_rate(rewards.tolist(), ev["reward"][:n].tolist())
         record.heldout_accuracy = float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean()) \
@@ -239,7 +244,8 @@ def _round_config(cfg: SPAConfig, steps: int, iteration: int) -> RoundConfig:
         weight_decay=t.weight_decay, beta=t.beta, refine=r.enabled and iteration > 0,
         alpha=r.alpha, noise_fraction=r.noise_fraction, warmup_fraction=r.warmup_fraction,
         threshold_window=r.threshold_window,
-        dnd_lambda=dnd_lambda(iteration, r.dnd_lambda, r.dnd_decay) if r.dnd and iteration > 0 else None)
+        dnd_lambda=dnd_lambda(iteration, r.dnd_lambda, r.dnd_decay) if r.dnd and iteration > 0 else None,
+        threshold_rule=r.threshold, lr_schedule=t.lr_schedule, warmup=t.warmup)
 
 
 def _label_stats(record: StageRecord, pairs: list[LabelledPair]) -> None:

@@ -6,9 +6,17 @@ Confidence of a self-labelled pair (chosen y_w, rejected y_l) is the DPO margin
 
 With de-coupled noise detection (DND) pi is replaced by the linearly *extrapolated* model whose
 per-token logits are ``(1 + lam) * z_theta - lam * z_ref`` (a guess at a more aligned model,
-so a stronger noise detector than the model being trained). Pairs whose margin falls below tau
-= the K-quantile of recent margins are flagged; flagged pairs get label smoothing with
-epsilon = alpha, the rest are unchanged.
+so a stronger noise detector than the model being trained; the authors' released recipe runs
+with it off). Pairs whose margin is not above tau are flagged; flagged pairs get label smoothing
+with epsilon = alpha, the rest are unchanged. Two rules for tau:
+
+* ``released`` (default; the authors' code): tau is fixed *before* a batch from the margins of
+  the last 50 pairs of earlier batches -- the mean of the 6th and 7th smallest (K = 10 %:
+  sorted[int(50 K)] and the next) -- and is 0 until 50 margins have been seen. A pair is
+  confident iff its margin > tau. (Their trainer runs one pair per micro-batch, so its "last 50
+  step margins" are the last 50 pairs' margins.)
+* ``quantile`` (our first version): the K-quantile of a running window that includes the
+  current batch; flagged iff margin < tau.
 
 For DPO this is exactly the paper's loss
 ``-(1-alpha+alpha*c) log sigma(beta h) - alpha (1-c) log sigma(-beta h)`` (c = 1: confident).
@@ -60,8 +68,11 @@ def alpha_at(step: int, total_steps: int, alpha: float, warmup_fraction: float) 
 
 
 class ConfidenceThreshold:
-    """tau = the K-quantile of the most recent ``window`` confidences (a running estimate, so that
-    the flagged share stays ~K even though margins grow during training)."""
+    """``quantile`` rule: tau = the K-quantile of the most recent ``window`` confidences, the
+    current batch included (a running estimate, so that the flagged share stays ~K even though
+    margins grow during training)."""
+
+    rule = "quantile"
 
     def __init__(self, noise_fraction: float, window: int) -> None:
         self.noise_fraction = noise_fraction
@@ -72,6 +83,50 @@ class ConfidenceThreshold:
         self.recent.extend(float(m) for m in margins.detach().flatten().tolist())
         values = torch.tensor(list(self.recent), dtype=torch.float64)
         return float(torch.quantile(values, self.noise_fraction))
+
+    def flag(self, margins: torch.Tensor, eligible: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(tau, flags) for one batch: eligible pairs strictly below tau."""
+        tau = self.update(margins[eligible])
+        return tau, low_confidence(margins, tau, eligible)
+
+
+class ReleasedThreshold:
+    """``released`` rule (the authors' code): tau from earlier batches only -- the mean of the
+    ``int(window * K)``-th and next smallest of the last ``window`` margins (window 50, K 0.1:
+    the 6th and 7th smallest) -- and 0 until the window is full. Confident iff margin > tau."""
+
+    rule = "released"
+
+    def __init__(self, noise_fraction: float, window: int = 50) -> None:
+        self.window = max(2, window)
+        self.noise_fraction = noise_fraction
+        self.recent: deque[float] = deque(maxlen=self.window)
+        self.tau = 0.0
+
+    def current(self) -> float:
+        """tau for the next batch, from the margins seen so far."""
+        if len(self.recent) < self.window:
+            return 0.0
+        ordered = sorted(self.recent)
+        down = min(int(self.window * self.noise_fraction), self.window - 2)
+        return (ordered[down] + ordered[down + 1]) / 2
+
+    def flag(self, margins: torch.Tensor, eligible: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(tau, flags) for one batch: tau is decided before this batch's margins are recorded."""
+        tau = self.current()
+        flags = eligible & ~(margins > tau)
+        self.recent.extend(float(m) for m in margins[eligible].detach().flatten().tolist())
+        self.tau = tau
+        return tau, flags
+
+
+def make_threshold(rule: str, noise_fraction: float, window: int) -> ConfidenceThreshold | ReleasedThreshold:
+    """The confidence threshold named by ``refinement.threshold``."""
+    if rule == "released":
+        return ReleasedThreshold(noise_fraction, window)
+    if rule == "quantile":
+        return ConfidenceThreshold(noise_fraction, window)
+    raise ValueError(f"refinement.threshold must be 'released' or 'quantile', not {rule!r}")
 
 
 def low_confidence(margins: torch.Tensor, threshold: float, eligible: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,9 @@ from typing import Any, Callable
 import torch
 
 from evaluators.lm import response_logps
-from evaluators.training import TrainOutcome, train_preference
-from preference_data.spa.refinement import (ConfidenceThreshold, alpha_at, dpo_margins,
-                                            extrapolated_sequence_logps, low_confidence,
-                                            smoothed_loss, smoothing_epsilon)
+from evaluators.training import TrainOutcome, lr_schedule, train_preference
+from preference_data.spa.refinement import (alpha_at, dpo_margins, extrapolated_sequence_logps,
+                                            make_threshold, smoothed_loss, smoothing_epsilon)
 
 
 @dataclass
@@ -63,6 +62,9 @@ class RoundConfig:
     warmup_fraction: float
     threshold_window: int
     dnd_lambda: float | None      # None: plain confidence (no extrapolation)
+    threshold_rule: str = "released"
+    lr_schedule: str = "constant"
+    warmup: float = 0.0
 
 
 @dataclass
@@ -143,7 +145,7 @@ def train_round(policy: torch.nn.Module, reference: torch.nn.Module, pairs: Pair
     flagged = torch.zeros(n, dtype=torch.bool, device=device)
     smoothing = torch.zeros(n, device=device)
     refined = RefinedLoss(loss_fn)
-    threshold = ConfidenceThreshold(cfg.noise_fraction, cfg.threshold_window)
+    threshold = make_threshold(cfg.threshold_rule, cfg.noise_fraction, cfg.threshold_window)
     step = SimpleNamespace(i=0)
     batch = min(cfg.batch_size, n)
 
@@ -155,8 +157,7 @@ def train_round(policy: torch.nn.Module, reference: torch.nn.Module, pairs: Pair
             margins = confidence_margins(policy, reference, pairs, idx, ref_chosen, ref_rejected,
                                          cfg.beta, cfg.dnd_lambda)
             policy.train()
-            tau = threshold.update(margins[eligible])
-            flags = low_confidence(margins, tau, eligible)
+            _, flags = threshold.flag(margins, eligible)
             eps = smoothing_epsilon(flags, alpha_at(step.i, cfg.steps, cfg.alpha, cfg.warmup_fraction))
             refined.epsilon = eps
             confidence[idx], flagged[idx], smoothing[idx] = margins, eps > 0, eps
@@ -172,7 +173,8 @@ def train_round(policy: torch.nn.Module, reference: torch.nn.Module, pairs: Pair
         reference_rejected=ref_rejected, loss_fn=refined, beta=cfg.beta, loss_kwargs=loss_kwargs,
         steps=cfg.steps, batch_size=batch, lr=cfg.lr, grad_clip=cfg.grad_clip,
         weight_decay=cfg.weight_decay, generator=generator,
-        log_every=max(1, min(10, cfg.steps // 4)), autocast=autocast)
+        log_every=max(1, min(10, cfg.steps // 4)), autocast=autocast,
+        lr_factor=lr_schedule(cfg.lr_schedule, cfg.warmup, cfg.steps))
     policy.eval()
     return RoundOutcome(outcome, confidence.cpu(), flagged.cpu(), smoothing.cpu())
 
