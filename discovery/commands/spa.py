@@ -45,7 +45,7 @@ def _stage_line(stage: Any, backend: str) -> str:
 
 
 def _hf_evaluation(stage: Any) -> str:
-    """The evaluation columns of an hf row (pi_i vs pi_init), only those that were measured."""
+    """An hf row's evaluation columns (pi_i vs pi_init) and the self-labels' length bias, where measured."""
     parts = []
     if math.isfinite(stage.reward_model_score):
         parts.append(f"RM {_fmt(stage.reward_model_score)} (init {_fmt(stage.evaluation.get('init_reward_model_score'))})"
@@ -56,6 +56,8 @@ def _hf_evaluation(stage: Any) -> str:
         parts.append(f"LC win {_fmt(stage.judge_lc_win_rate)}")
     if "judge_error" in stage.evaluation:
         parts.append(f"judge failed ({stage.evaluation['judge_error'][:80]})")
+    if math.isfinite(stage.chosen_longer):
+        parts.append(f"chosen longer {_fmt(stage.chosen_longer, '.2f')}")
     if math.isfinite(stage.response_length):
         parts.append(f"length {_fmt(stage.response_length, '.1f')} (init {_fmt(stage.init_response_length, '.1f')})")
     return "".join(f"  {p}" for p in parts)

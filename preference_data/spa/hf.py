@@ -53,10 +53,10 @@ Label agreement: arbitrary HF data has no gold reward, so each iteration reports
 agreement with the dataset's own human labels on the pairs whose prompts were used that iteration
 (the sampled responses themselves have no label); n/a when prompts come from a prompt file.
 KL: Monte-Carlo over one temperature-1 sample per held-out prompt (unbiased at T = 1 only).
-Refinement: as in the tinylm loop, tau is the K-quantile over a running window of self-labelled
-margins, updated per micro-batch inside TRL's loss; DND is exact (per-token logits of policy and
-reference, one extra no-grad forward of each per micro-batch holding self-labelled pairs); a pair's
-stored confidence / smoothing are those of its last visit.
+Refinement: as in the tinylm loop, tau follows refinement.threshold (released rule by default) over
+self-labelled margins, updated per micro-batch inside TRL's loss; DND, when on, is exact (per-token
+logits of policy and reference, one extra no-grad forward of each per micro-batch holding
+self-labelled pairs); a pair's stored confidence / smoothing are those of its last visit.
 Rounds: as in the authors' released code, the gold seed trains only the initial DPO; each round then
 trains on its new self-labelled pairs only, reference = the previous round's policy
 (train.include_seed: true replays the seed every round instead). Optimiser and schedule are TRL's
@@ -227,7 +227,7 @@ class HFBackend:
             self.tokenizer.save_pretrained(Path(self.cfg.out_dir) / f"policy_{stage}")
 
     def result_fields(self) -> dict[str, Any]:
-        return {}
+        return {"reference_length": self.evaluator.reference_length()}
 
     # ---- helpers -------------------------------------------------------------------------------------
 

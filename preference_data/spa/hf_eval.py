@@ -13,7 +13,7 @@ with the hf suite tier's own machinery:
   (``judge_cache.sqlite``), and with ``length_controlled`` the AlpacaEval-style length-controlled
   win rate (``evaluators.hf_judging.length_controlled_win_rate``, on token lengths) is reported too.
 
-Mean answer lengths (tokens, EOS excluded) of pi_i and pi_init are recorded either way: verbosity
+Mean answer lengths (tokens, EOS included) of pi_i and pi_init are recorded either way: verbosity
 is the judge's best-known bias and self-rewarding loops' best-known failure. A judge that fails
 (endpoint down, no key) leaves its fields NaN with the error in ``record.evaluation``; training goes on.
 """
@@ -21,6 +21,7 @@ is the judge's best-known bias and self-rewarding loops' best-known failure. A j
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,7 +56,8 @@ class StageEvaluator:
         return self.reward_model is not None or self.judge is not None
 
     def _answer(self, model: Any) -> tuple[list[str], list[int]]:
-        """(texts, token lengths without EOS) of ``model``'s answers, at the run's evaluation seed."""
+        """(texts, token lengths incl. EOS, as the tinylm backend counts) of ``model``'s answers, at
+        the run's evaluation seed."""
         from transformers import set_seed
 
         g = self.cfg.evaluation.generation
@@ -64,8 +66,7 @@ class StageEvaluator:
                                    generation_batch_size=g.batch_size)
         set_seed(self.cfg.seed * 1000 + 700)
         texts, ids = generate(model, self.tokenizer, self.prompts, settings)
-        eos = self.tokenizer.eos_token_id
-        return texts, [len(row) - (bool(row) and row[-1] == eos) for row in ids]
+        return texts, [len(row) for row in ids]
 
     def _rewards(self, answers: list[str]) -> list[float]:
         r = self.cfg.evaluation.reward
@@ -78,6 +79,13 @@ class StageEvaluator:
             texts, lengths = self._answer(self.init)
             self._init_answers = (texts, lengths, self._rewards(texts) if self.reward_model else None)
         return self._init_answers
+
+    def reference_length(self) -> float:
+        """pi_init's mean answer length, NaN when nothing was evaluated."""
+        if self._init_answers is None:
+            return math.nan
+        lengths = self._init_answers[1]
+        return sum(lengths) / len(lengths)
 
     def evaluate(self, policy: Any, record: StageRecord, out_dir: str | None = None) -> None:
         """Fill ``record``'s evaluation fields for ``policy`` (= pi_i); append its answers to

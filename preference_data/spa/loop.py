@@ -54,11 +54,11 @@ class StageRecord:
     steps: int = 0
     gold_reward: float = math.nan    # policy after this stage
     response_length: float = math.nan   # mean length (tokens, EOS included) of its evaluation samples
+                                        # (hf: of pi_i's answers to the evaluation prompts)
     kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
     win_rate: float = math.nan       # vs pi_init samples under the gold reward
     heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs
-    response_length: float = math.nan   # mean tokens of pi_i's answers to the evaluation prompts
-    init_response_length: float = math.nan  # hf: the same for pi_init's answers
+    init_response_length: float = math.nan  # hf: the same for pi_init's answers (= result.reference_length)
     reward_model_score: float = math.nan    # hf evaluation: mean reward-model score of pi_i's answers
     reward_model_win_rate: float = math.nan  # hf: pi_i vs pi_init per prompt under the reward model (ties 1/2)
     judge_win_rate: float = math.nan        # hf: LLM judge, pi_i vs pi_init, both orders (ties 1/2)
@@ -80,7 +80,7 @@ class SPAResult:
     reference_reward: float = math.nan   # tinylm: pi_init's gold reward (hf: unknown)
     reward_range: float = math.nan
     gold_fraction: float = math.nan
-    reference_length: float = math.nan   # tinylm: mean length of pi_init's evaluation samples
+    reference_length: float = math.nan   # mean length of pi_init's evaluation samples (hf: when evaluated)
 
     @property
     def final(self) -> StageRecord:

@@ -63,14 +63,14 @@ def _rm_scores(path: Path, prompts: list[str], responses: list[str]) -> list[flo
 
 
 def _greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> tuple[str, int]:
-    """One prompt's greedy answer, unbatched, and its length in tokens without EOS."""
+    """One prompt's greedy answer, unbatched, and its length in tokens (EOS included)."""
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     row = out[0, ids["input_ids"].shape[1]:].tolist()
     if tokenizer.eos_token_id in row:
-        row = row[:row.index(tokenizer.eos_token_id)]
+        row = row[:row.index(tokenizer.eos_token_id) + 1]
     return tokenizer.decode(row, skip_special_tokens=True).strip(), len(row)
 
 
@@ -307,6 +307,8 @@ def test_spa_hf_rounds_report_reward_and_judge_win_rates(models, tmp_path, monke
             assert stage.response_length == pytest.approx(sum(r["response_tokens"] for r in mine) / 5)
         assert all(a["init_response"] == b["init_response"] for a, b in zip(rows[:5], rows[5:10]))  # pi_init once
         assert any(r["response"] != r["init_response"] for r in rows)    # training moved the answers
+        assert result.reference_length == result.stages[0].init_response_length == pytest.approx(
+            sum(r["init_response_tokens"] for r in rows[:5]) / 5)
         stored = json.loads((tmp_path / "a" / "stages.json").read_text())["stages"]
         assert [s["judge_win_rate"] for s in stored] == [s.judge_win_rate for s in result.stages]
 
