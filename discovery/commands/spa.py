@@ -5,6 +5,7 @@
     prefdisco spa configs/spa.yaml --out runs/spa0       # also write pairs.jsonl (TRL format) + stages.json
     prefdisco spa configs/spa.yaml --print-config        # the fully resolved config, then exit
     prefdisco spa configs/spa_hf.yaml                    # `backend: hf`: any HF causal LM + TRL dataset
+                                                         # (+ win rates vs pi_init: the `evaluation` section)
 
 Only registered (trusted) losses run here (``--loss``); to score untrusted candidate code on
 the SPA loop use the ``spa`` suite (``prefdisco evaluate --suite spa``), which runs in the sandbox.
@@ -34,12 +35,32 @@ def _stage_line(stage: Any, backend: str) -> str:
         agreement = _fmt(stage.label_agreement) if stage.agreement_pairs else "n/a"
         others = "".join(f"  {k} agrees {_fmt(v)}" for k, v in stage.compare_agreement.items())
         return (f"{name:>9}  pairs {stage.pairs:5d}  label agreement {agreement}  "
-                f"flagged {_fmt(stage.flagged_share, '.2f')}  KL {_fmt(stage.kl, '.2f')}{others}")
+                f"flagged {_fmt(stage.flagged_share, '.2f')}  KL {_fmt(stage.kl, '.2f')}{others}"
+                + _hf_evaluation(stage))
     return (f"{name:>9}  pairs {stage.pairs:5d}  label agreement {_fmt(stage.label_accuracy)}  "
             f"flagged {_fmt(stage.flagged_share, '.2f')}  gold reward {_fmt(stage.gold_reward)}  "
             f"KL {_fmt(stage.kl, '.2f')}  win {_fmt(stage.win_rate)}  length {_fmt(stage.response_length, '.1f')}  "
             f"chosen longer {_fmt(stage.chosen_longer, '.2f')}"
             + (f"  FLAGS {','.join(stage.flags)}: {stage.message}" if stage.flags else ""))
+
+
+def _hf_evaluation(stage: Any) -> str:
+    """An hf row's evaluation columns (pi_i vs pi_init) and the self-labels' length bias, where measured."""
+    parts = []
+    if math.isfinite(stage.reward_model_score):
+        parts.append(f"RM {_fmt(stage.reward_model_score)} (init {_fmt(stage.evaluation.get('init_reward_model_score'))})"
+                     f"  RM win {_fmt(stage.reward_model_win_rate)}")
+    if math.isfinite(stage.judge_win_rate):
+        parts.append(f"judge win {_fmt(stage.judge_win_rate)}")
+    if math.isfinite(stage.judge_lc_win_rate):
+        parts.append(f"LC win {_fmt(stage.judge_lc_win_rate)}")
+    if "judge_error" in stage.evaluation:
+        parts.append(f"judge failed ({stage.evaluation['judge_error'][:80]})")
+    if math.isfinite(stage.chosen_longer):
+        parts.append(f"chosen longer {_fmt(stage.chosen_longer, '.2f')}")
+    if math.isfinite(stage.response_length):
+        parts.append(f"length {_fmt(stage.response_length, '.1f')} (init {_fmt(stage.init_response_length, '.1f')})")
+    return "".join(f"  {p}" for p in parts)
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +76,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Seed DPO, then SPA iterations: sample, self-label, refine, train. Prints per iteration the
         self-labels' agreement with the gold reward, the policy's gold reward and its KL to pi_init
-        (`backend: hf`: agreement with the dataset's own labels, or n/a, and KL)."""
+        (`backend: hf`: agreement with the dataset's own labels, or n/a, KL, and with an `evaluation`
+        section the reward-model / LLM-judge win rates over pi_init and the answer lengths)."""
         from preference_data.spa.config import dump_spa_config
         from preference_data.spa.hf_config import SPAHFConfig, load_spa_yaml
 

@@ -7,20 +7,25 @@
         label: implicit reward beta*(log pi_{i-1}(y|x) - log pi_init(y|x)), Bradley-Terry
         pi_i = TRL round on the self-labelled pairs [+ seed], reference pi_{i-1}, with
                noise-aware refinement through the ``smoothing`` column (``hf_refine``)
+        (every stage, when configured) pi_i vs pi_init on held-out prompts: reward model and/or
+               LLM judge win rates, answer lengths (``hf_eval``)
 
 The judges, the refinement maths and the pair store are the tinylm pipeline's (``judges``,
 ``refinement``, ``store``). There is no gold reward for arbitrary data, so each iteration reports
 the judge's agreement with the dataset's own labels on the fresh prompts' pairs (n/a for a prompt
-file) and a Monte-Carlo KL(pi_i || pi_init) on held-out prompts sampled at temperature 1.
+file) and a Monte-Carlo KL(pi_i || pi_init) on held-out prompts sampled at temperature 1; the
+``evaluation`` section adds what the paper reports, win rates over pi_init (``hf_eval``).
 
 Deviations from the paper and from the tinylm loop are listed in ``HF_DEVIATIONS`` below.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +37,7 @@ import torch
 
 from evaluators.hf import generate, load_preference_dataset, prompt_text
 from preference_data.spa.hf_config import SPAHFConfig, spa_hf_config_from_dict
+from preference_data.spa.hf_eval import StageEvaluator
 from preference_data.spa.hf_refine import BatchRefiner, SmoothingDPOTrainer
 from preference_data.spa.judges import PairBatch, judge_pairs, make_judge
 from preference_data.spa.loop import SPAResult, StageRecord, resolve_loss, run_loop
@@ -47,11 +53,18 @@ Label agreement: arbitrary HF data has no gold reward, so each iteration reports
 agreement with the dataset's own human labels on the pairs whose prompts were used that iteration
 (the sampled responses themselves have no label); n/a when prompts come from a prompt file.
 KL: Monte-Carlo over one temperature-1 sample per held-out prompt (unbiased at T = 1 only).
-Refinement: as in the tinylm loop, tau is the K-quantile over a running window of self-labelled
-margins, updated per micro-batch inside TRL's loss; DND is exact (per-token logits of policy and
-reference, one extra no-grad forward of each per micro-batch holding self-labelled pairs); a pair's
-stored confidence / smoothing are those of its last visit. Seed pairs are replayed every iteration
-by default (train.include_seed). Optimiser and schedule are TRL's (paper: lr 5e-7, cosine, warm-up).
+Refinement: as in the tinylm loop, tau follows refinement.threshold (released rule by default) over
+self-labelled margins, updated per micro-batch inside TRL's loss; DND, when on, is exact (per-token
+logits of policy and reference, one extra no-grad forward of each per micro-batch holding
+self-labelled pairs); a pair's stored confidence / smoothing are those of its last visit.
+Rounds: as in the authors' released code, the gold seed trains only the initial DPO; each round then
+trains on its new self-labelled pairs only, reference = the previous round's policy
+(train.include_seed: true replays the seed every round instead). Optimiser and schedule are TRL's
+(paper: lr 5e-7, cosine, warm-up).
+Evaluation: the paper's AlpacaEval 2.0 / MT-Bench compare against GPT-4 references; here each stage's
+policy is compared with pi_init's own answers to held-out (or evaluation.prompt_file) prompts, one
+answer per prompt (greedy by default), by a local reward model and/or an OpenAI-compatible judge asked
+in both orders. Prompts are scored as the policy saw them (after its chat template, if any).
 """
 
 
@@ -149,6 +162,10 @@ class HFBackend:
                              "after the seed and eval prompts")
         self.offset = 0                       # fresh prompts used so far
         self.refiner: BatchRefiner | None = None
+        ev = cfg.evaluation
+        self.evaluator = StageEvaluator(cfg, self.tokenizer, self.init,
+                                        _read_prompts(ev.prompt_file, self.tokenizer) if ev.prompt_file
+                                        else self.eval_prompts, self.device)
 
     # ---- the loop's interface ------------------------------------------------------------------------
     def judges(self, client: Any | None) -> tuple[Any, list[Any]]:
@@ -204,12 +221,13 @@ class HFBackend:
 
     def measure(self, policy: Any, record: StageRecord, stage: int) -> None:
         record.kl = self.kl_to_init(policy, stage)
+        self.evaluator.evaluate(policy, record, self.cfg.out_dir)
         if self.cfg.save_policies and self.cfg.out_dir:
             policy.save_pretrained(Path(self.cfg.out_dir) / f"policy_{stage}")
             self.tokenizer.save_pretrained(Path(self.cfg.out_dir) / f"policy_{stage}")
 
     def result_fields(self) -> dict[str, Any]:
-        return {}
+        return {"reference_length": self.evaluator.reference_length()}
 
     # ---- helpers -------------------------------------------------------------------------------------
 
@@ -285,7 +303,8 @@ def _train_stage(run: HFBackend, policy: Any, reference: Any, rows: list[dict[st
         trainer = SmoothingDPOTrainer(
             model=policy, ref_model=reference, args=args, train_dataset=datasets.Dataset.from_list(rows),
             processing_class=run.tokenizer, loss_fn=loss_fn, loss_kwargs=loss_kwargs, refiner=refiner)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):   # TRL prints its logs; stdout stays the report (--json)
+            trainer.train()
         curve = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     policy.eval()
     return steps, curve

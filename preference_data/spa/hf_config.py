@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from evaluators.hf_suite_config import HFGeneration, HFJudge, HFReward
 from evaluators.typed_config import Config, read_yaml_file
 from preference_data.spa.config import (RefinementConfig, SPAConfig, SPAJudgeConfig, _build,
                                          check_judge_and_refinement, spa_config_from_dict)
@@ -34,7 +35,8 @@ class HFDataConfig(Config):
     prompts_per_iteration: list[int] = field(default_factory=lambda: [64, 64])
     prompt_file: str | None = None        # fresh prompts from a .txt (one per line) or .jsonl ("prompt")
                                           # instead of the dataset's non-seed rows (no audit labels then)
-    eval_prompts: int = 32                # held-out prompts (never trained on) for the KL estimate
+    eval_prompts: int = 32                # held-out prompts (never trained on): the KL estimate and
+                                          # the evaluation section's prompts (unless it has a prompt_file)
     max_length: int | None = 512          # prompt + completion tokens per training sequence
 
 
@@ -63,10 +65,47 @@ class HFTrainConfig(Config):
     gradient_accumulation_steps: int = 4  # paper: effective batch 32
     seed_epochs: float = 3.0              # paper: 3 epochs on the seed
     iteration_epochs: float = 1.0         # paper: 1 epoch per iteration
-    include_seed: bool = True             # replay the gold seed every iteration (tinylm default too)
+    include_seed: bool = False            # False (authors' release): each round trains on its new
+                                          # self-labelled pairs only; True replays the gold seed every round
     device: str = "auto"                  # auto | cpu | cuda
     bf16: bool = False
     logging_steps: int = 10
+
+
+@dataclass(frozen=True)
+class HFEvalGeneration(HFGeneration):
+    """How each policy answers the evaluation prompts (the hf suite tier's generation knobs).
+
+    Greedy by default: one deterministic answer per prompt, so pi_i and pi_init are compared
+    without sampling noise; with ``do_sample`` every stage and pi_init share one sampling seed."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+
+
+@dataclass
+class HFEvaluationConfig(Config):
+    """Scoring every stage's policy (0 = DPO on the seed, i = SPA round i) against pi_init.
+
+    After each stage pi_i answers the held-out evaluation prompts once and pi_init answers them once
+    (cached for the run); a local reward model and/or an OpenAI-compatible LLM judge compares the
+    two answers per prompt (AlpacaEval-style win rate vs the SFT model, the judge asked in both
+    orders). Nothing runs when neither a reward model nor a judge is configured."""
+
+    enabled: bool = True                  # false: skip even a configured reward model / judge
+    prompts: int | None = None            # how many evaluation prompts (None: all of them)
+    prompt_file: str | None = None        # .txt (one per line) / .jsonl ("prompt") of evaluation prompts,
+                                          # e.g. AlpacaEval's instructions; None: data's held-out prompts
+    reward: HFReward = field(default_factory=HFReward)   # reward.model None: judge.reward_model
+                                          # (reward.scale is unused here: win rates need no range)
+    judge: HFJudge | None = None          # OpenAI-compatible pairwise judge (model, base_url, api_key_env,
+                                          # criterion, length_controlled, ...); None: no LLM judge
+    generation: HFEvalGeneration = field(default_factory=HFEvalGeneration)
+    judge_cache: bool = True              # cache judge replies in $PREFDISCO_CACHE/judge_cache.sqlite
+
+    def check(self) -> None:
+        if self.prompts is not None and self.prompts < 1:
+            raise ValueError("evaluation.prompts must be >= 1 (or null for all)")
 
 
 @dataclass
@@ -82,8 +121,10 @@ class SPAHFConfig(Config):
                                           # the SPA label is logged per iteration (reward_model, llm)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
     train: HFTrainConfig = field(default_factory=HFTrainConfig)
+    evaluation: HFEvaluationConfig = field(default_factory=HFEvaluationConfig)
     seed: int = 0
-    out_dir: str | None = None            # pairs.jsonl (TRL) + stages.json (+ policies) go here
+    out_dir: str | None = None            # pairs.jsonl (TRL) + stages.json (+ eval_generations.jsonl,
+                                          # policies) go here
     save_policies: bool = False           # save pi_0..pi_T under out_dir/policy_<i> (auditing)
 
     @property
@@ -92,6 +133,12 @@ class SPAHFConfig(Config):
 
     def judge_beta(self) -> float:
         return self.train.beta if self.judge.beta is None else self.judge.beta
+
+    def eval_reward_model(self) -> str | None:
+        """The evaluation's reward model: ``evaluation.reward.model``, else ``judge.reward_model``."""
+        if not self.evaluation.enabled:
+            return None
+        return self.evaluation.reward.model or self.judge.reward_model
 
     def check(self) -> None:
         for kind in (self.judge.kind, *self.compare_judges):

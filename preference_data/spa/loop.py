@@ -32,7 +32,8 @@ class StageRecord:
 
     A backend fills what it can measure: the tinylm backend audits labels and policies against the
     task's gold reward; the hf backend has no gold reward, so it reports the judge's agreement with
-    the dataset's own labels and the KL only (the other fields stay NaN)."""
+    the dataset's own labels, the KL and, when its ``evaluation`` section names a reward model or
+    an LLM judge, pi_i's win rates against pi_init (the other fields stay NaN)."""
 
     iteration: int
     pairs: int = 0                   # pairs trained on this stage (self-labelled + replayed seed)
@@ -53,12 +54,19 @@ class StageRecord:
     steps: int = 0
     gold_reward: float = math.nan    # policy after this stage
     response_length: float = math.nan   # mean length (tokens, EOS included) of its evaluation samples
+                                        # (hf: of pi_i's answers to the evaluation prompts)
     gold_reward_lc: float = math.nan    # tinylm: length-controlled gold reward: gold_reward minus
                                         # slope * (length - pi_init's mean length), the slope of gold
                                         # reward on length fitted on pi_init's samples
     kl: float = math.nan             # sequence KL(pi_i || pi_init), nats
     win_rate: float = math.nan       # vs pi_init samples under the gold reward
     heldout_accuracy: float = math.nan  # implicit-reward accuracy on held-out gold pairs
+    init_response_length: float = math.nan  # hf: the same for pi_init's answers (= result.reference_length)
+    reward_model_score: float = math.nan    # hf evaluation: mean reward-model score of pi_i's answers
+    reward_model_win_rate: float = math.nan  # hf: pi_i vs pi_init per prompt under the reward model (ties 1/2)
+    judge_win_rate: float = math.nan        # hf: LLM judge, pi_i vs pi_init, both orders (ties 1/2)
+    judge_lc_win_rate: float = math.nan     # hf: length-controlled judge win rate (evaluation.judge.length_controlled)
+    evaluation: dict[str, Any] = field(default_factory=dict)   # hf: evaluation details (judge report, n, ...)
     flags: list[str] = field(default_factory=list)
     message: str = ""
     curve: list[float] = field(default_factory=list)
@@ -75,7 +83,7 @@ class SPAResult:
     reference_reward: float = math.nan   # tinylm: pi_init's gold reward (hf: unknown)
     reward_range: float = math.nan
     gold_fraction: float = math.nan
-    reference_length: float = math.nan   # tinylm: mean length of pi_init's evaluation samples
+    reference_length: float = math.nan   # mean length of pi_init's evaluation samples (hf: when evaluated)
 
     @property
     def final(self) -> StageRecord:
