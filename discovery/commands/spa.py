@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
         loss: Optional[str] = typer.Option(None, "--loss", help="Registered loss name (overrides train.loss)."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu / cuda (default: $PREFDISCO_DEVICE or auto)."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+        deviations: bool = typer.Option(False, "--deviations",
+                                        help="Print how this backend differs from the authors' released SPA, and exit."),
     ) -> None:
         """Seed DPO, then SPA iterations: sample, self-label, refine, train. Prints per iteration the
         self-labels' agreement with the gold reward, the policy's gold reward and its KL to pi_init
@@ -96,6 +98,13 @@ def register(app: typer.Typer) -> None:
             cfg.train.device = device
         if print_config:
             typer.echo(dump_spa_config(cfg), nl=False)
+            return
+        if deviations:
+            if hf:
+                from preference_data.spa.hf import HF_DEVIATIONS as text
+            else:
+                from preference_data.spa import DEVIATIONS as text
+            typer.echo(text, nl=False)
             return
 
         from evaluators.results import finite_or_none

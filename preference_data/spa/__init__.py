@@ -13,7 +13,7 @@ TRL export), ``tier`` (the ``spa`` benchmark-suite tier). Two backends plug into
 ``pipeline`` (tinylm: a task whose gold reward audits everything; ``rounds`` trains on the tinylm
 trainer) and ``hf`` (any Hugging Face causal LM through TRL: ``hf_config``, ``hf_refine``,
 ``configs/spa_hf.yaml`` with ``backend: hf``; its deviations are ``hf.HF_DEVIATIONS``). Small-scale
-deviations from the paper are listed in ``DEVIATIONS`` below and printed by ``prefdisco spa --help``.
+deviations from the paper are listed in ``DEVIATIONS`` below and printed by ``prefdisco spa CONFIG --deviations``.
 """
 
 from __future__ import annotations

@@ -189,3 +189,19 @@ def test_length_helpers():
              for k, (c, r) in enumerate([("a b c", "a"), ("a", "a b"), ("a b", "c d")])]
     assert chosen_longer_share(pairs) == 0.5
     assert math.isnan(StageRecord(iteration=0).chosen_longer)
+
+
+def test_cli_lists_the_deviations_of_each_backend():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from discovery.commands import app
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    tiny = CliRunner().invoke(app, ["spa", str(configs / "spa.yaml"), "--deviations"])
+    assert tiny.exit_code == 0, tiny.output
+    assert "6th and 7th smallest" in tiny.output and "include_seed: true" in tiny.output
+    hf = CliRunner().invoke(app, ["spa", str(configs / "spa_hf.yaml"), "--deviations"])
+    assert hf.exit_code == 0, hf.output
+    assert hf.output != tiny.output and "TRL" in hf.output
