@@ -223,6 +223,13 @@ class ProgramDatabase:
             row = conn.execute(q).first()
         return _decode(row) if row else None
 
+    def stage_results(self, ids: list[str], stage: str) -> dict[str, dict[str, Any]]:
+        """The recorded results of one stage for these candidates (those that have one)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(evaluations.c.candidate_id, evaluations.c.result).where(
+                evaluations.c.stage == str(stage), evaluations.c.candidate_id.in_(list(ids)))).all()
+        return {r.candidate_id: json.loads(r.result) for r in rows}
+
     def replies(self, ids: list[str]) -> dict[str, str]:
         """The stored LLM replies of these candidates (those that have one)."""
         with self.engine.connect() as conn:

@@ -33,7 +33,7 @@ from discovery.config import CampaignConfig, resolve_paths
 from discovery.errors import UserError
 from discovery.proposers import Proposer, make_proposer
 from discovery.proposers.prompting import BetaSweep
-from discovery.search.cascade import SEARCH_STAGES, Cascade, StageOutcome, next_stage
+from discovery.search.cascade import Cascade, StageOutcome, next_stage
 from discovery.search.progress import ProgressView
 from discovery.search.proposing import GenerationProposer, derive_seed, summary_of
 
@@ -59,6 +59,18 @@ class CampaignResult:
     wall_time_s: float
     fitness_vs_dpo: dict[str, Any] | None = None  # best's paired difference with DPO on the search suite
     verdict: dict[str, Any] | None = None  # the held-out verdict against DPO (discovery.review.verdict)
+    suite_evaluations: int = 0  # proposals' screen + fitness evaluations + fitting trials (budget.max_evaluations)
+    fit_evaluations: int = 0  # of which fitting trials (fit.trials per proposal that reached the fit stage)
+
+
+def fit_trials(c: Candidate) -> int:
+    """Suite evaluations spent fitting this candidate's constants (0 where it was not fitted)."""
+    return int(((c.metrics or {}).get(Stage.FIT.value) or {}).get("trials") or 0)
+
+
+def suite_evaluations(c: Candidate) -> int:
+    """Suite evaluations this candidate cost: its screen and fitness runs (not a no-op screen) and fit trials."""
+    return sum(1 for s in (Stage.SCREEN.value, Stage.FITNESS.value) if (c.metrics or {}).get(s)) + fit_trials(c)
 
 
 def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
@@ -117,7 +129,7 @@ class Campaign:
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer, directory.path)
         self.cascade = Cascade(pool, cascade_cfg, validate=validate,
-                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"))
+                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"), fit=config.fit, seed=config.seed)
         self.progress = progress or ProgressView()
         self._stop = threading.Event()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
@@ -238,6 +250,8 @@ class Campaign:
             return "budget: tokens"
         if b.max_cost_usd is not None and sum(r.cost_usd for r in rows) >= b.max_cost_usd:
             return "budget: cost"
+        if b.max_evaluations is not None and sum(suite_evaluations(r) for r in rows) >= b.max_evaluations:
+            return "budget: evaluations"
         return None
 
     # ---- proposals ----------------------------------------------------------------------------
@@ -274,8 +288,9 @@ class Campaign:
         """Run the candidate's next stages, as the cascade decides, up to ``through``; each is
         recorded before the next starts (so a resume continues from the last recorded one)."""
         while not self._stop.is_set():
-            stage = next_stage(c)
-            if stage is None or SEARCH_STAGES.index(stage) > SEARCH_STAGES.index(through):
+            stages = self.cascade.stages
+            stage = next_stage(c, stages)
+            if stage is None or stages.index(stage) > stages.index(through):
                 return
             out, updates = self.cascade.run(c, stage, self.db.dpo() if stage is Stage.SCREEN else None)
             self._record(c, out, updates)
@@ -367,4 +382,6 @@ class Campaign:
             dpo_fitness=dpo.fitness if dpo else None, dpo_fitness_se=dpo.fitness_se if dpo else None,
             stopped_by=stopped_by, wall_time_s=time.time() - self.started, fitness_vs_dpo=paired,
             verdict=campaign_heldout_verdict(self.db, self.config.cascade.heldout_suite).to_dict(),
+            suite_evaluations=sum(suite_evaluations(r) for r in proposals),
+            fit_evaluations=sum(fit_trials(r) for r in proposals),
         )

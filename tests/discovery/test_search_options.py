@@ -1,0 +1,53 @@
+"""A real (sandboxed, trained) tiny campaign with grammar moves, constant fitting and MAP-Elites all on."""
+
+from __future__ import annotations
+
+import pytest
+
+from discovery.archive import map_elites
+from discovery.archive.candidate import Stage, Status
+from discovery.search.campaign import Campaign, fit_trials, suite_evaluations
+from discovery.search.fitting import literal_constants
+from tests.discovery.tiny_campaign import run_tiny_campaign
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tiny_campaign_with_grammar_fitting_and_map_elites(tmp_path):
+    out = tmp_path / "camp"
+    result = run_tiny_campaign(
+        out, generation_size=2, budget={"max_candidates": 4},
+        proposer={"mutation": {"grammar_rate": 0.7}},
+        database={"kind": "map_elites", "islands": 1}, fit={"trials": 3})
+    campaign = Campaign.resume(out)
+    db = campaign.db
+    rows = [r for r in db.all() if not r.is_baseline]
+    assert len(rows) == 4 and any(r.thought.startswith("grammar:") for r in rows)
+    fitted = [r for r in rows if db.stage_result(r.id, Stage.FIT) is not None]
+    assert fitted, "no proposal reached the fit stage"
+    for r in fitted:
+        record = db.stage_result(r.id, Stage.FIT)
+        assert len(record["trials"]) == 3 == fit_trials(r)
+        best = record["trials"][record["best"]]
+        assert best["fitness"] == max(t["fitness"] for t in record["trials"] if t["fitness"] is not None)
+        if record["best"]:  # the archive holds the fitted program, and its probe describes it
+            assert r.code != record["proposed_code"] and record["probe"]["ok"]
+            assert record["probe"]["fingerprint"] == r.fingerprint
+            assert literal_constants(r.code)[: len(best["constants"])] == best["constants"]
+        else:
+            assert r.code == record["proposed_code"]
+    assert result.fit_evaluations == sum(fit_trials(r) for r in rows) >= 3
+    assert result.suite_evaluations == sum(suite_evaluations(r) for r in rows) > result.fit_evaluations
+    archive = map_elites.elites(db, 99, campaign.config.database.pull_edges, campaign.config.database.push_edges)
+    assert len(archive) >= 2  # the baselines alone span distinct cells (dpo, ipo)
+    assert all(e.candidate.status is Status.EVALUATED for e in archive.values())
+    campaign.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_evaluation_budget_counts_fitting_trials(tmp_path):
+    result = run_tiny_campaign(tmp_path / "b", generation_size=1, budget={"max_candidates": 6, "max_evaluations": 4},
+                               fit={"trials": 3}, pipeline_lag=0)
+    assert result.stopped_by == "budget: evaluations"
+    assert result.suite_evaluations >= 4 and result.candidates < 6
