@@ -190,6 +190,14 @@ class ProgramDatabase:
             row = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).first()
         return json.loads(row.value) if row else default
 
+    def fit_trials(self, cid: str) -> list[dict[str, Any]]:
+        """The fit-stage trials of `cid` finished so far (kept until the stage is recorded, for resume)."""
+        return list(self.get_meta(f"fit_trials/{cid}", []))
+
+    def add_fit_trial(self, cid: str, trial: dict[str, Any]) -> None:
+        """Store one finished fit trial (in trial order: one candidate's trials run one at a time)."""
+        self.set_meta(f"fit_trials/{cid}", [*self.fit_trials(cid), trial])
+
     # ---- reads --------------------------------------------------------------------------------
     def get(self, cid: str) -> Candidate | None:
         with self.engine.connect() as conn:

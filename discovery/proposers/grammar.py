@@ -206,7 +206,7 @@ class Mixture:
         if a is None or b is None:
             return None
         w = _num(self.w)
-        tail = parse_ast(f"return {w} * loss_a + (1.0 - {w}) * loss_b").body  # type: ignore[attr-defined]
+        tail = parse_ast(f"w_mix = {w}\nreturn w_mix * loss_a + (1.0 - w_mix) * loss_b").body  # type: ignore[attr-defined]
         return _module(name, [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
                               *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1]), *tail])
 
@@ -227,7 +227,7 @@ class LabelSmoothing:
         if fwd is None or rev is None:
             return None
         e = _num(self.eps)
-        tail = parse_ast(f"return (1.0 - {e}) * loss_fwd + {e} * loss_rev").body  # type: ignore[attr-defined]
+        tail = parse_ast(f"eps = {e}\nreturn (1.0 - eps) * loss_fwd + eps * loss_rev").body  # type: ignore[attr-defined]
         return _module(name, [*fwd[0], ast.Assign([ast.Name("loss_fwd", ast.Store())], fwd[1]),
                               *rev[0], ast.Assign([ast.Name("loss_rev", ast.Store())], rev[1]), *tail])
 

@@ -87,6 +87,20 @@ def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
     return BetaSweep(betas=tuple(betas), aggregate=suite.scoring.beta_aggregate)
 
 
+class FitTrialStore:
+    """Finished fitting trials in the campaign database, so a resumed fit stage re-evaluates none."""
+
+    def __init__(self, db: Any, stop: threading.Event):
+        self.db, self.stop = db, stop
+
+    def load(self, cid: str) -> list[dict[str, Any]]:
+        return self.db.fit_trials(cid)
+
+    def save(self, cid: str, trial: Any) -> None:
+        if not self.stop.is_set():  # a trial cut short by the shutdown is not a finished trial
+            self.db.add_fit_trial(cid, dataclasses.asdict(trial))
+
+
 class CampaignCannotEvaluate(UserError):
     """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
 
@@ -128,10 +142,11 @@ class Campaign:
                                  limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer, directory.path)
-        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
-                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"), fit=config.fit, seed=config.seed)
-        self.progress = progress or ProgressView()
         self._stop = threading.Event()
+        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
+                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"), fit=config.fit, seed=config.seed,
+                               fit_trials=FitTrialStore(self.db, self._stop))
+        self.progress = progress or ProgressView()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
         self._generations = cf.ThreadPoolExecutor(max_workers=config.pipeline_lag + 2, thread_name_prefix="gen")
         self._probed: dict[int, threading.Event] = {}

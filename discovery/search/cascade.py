@@ -105,12 +105,21 @@ def suite_summary(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Infrastructure(Exception):
+    """A fitting trial failed outside the candidate (the sandbox itself): the whole stage stops."""
+
+    def __init__(self, outcome: StageOutcome):
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
 class Cascade:
     """Runs one stage at a time for one candidate; the campaign decides what runs next."""
 
     def __init__(self, pool: Pool, config: CascadeConfig, *,
                  validate: Callable[[str], list[Any]] | None = None, job: str = EVALUATE_JOB,
-                 checkpoint_dir: str | None = None, fit: FitConfig | None = None, seed: int = 0):
+                 checkpoint_dir: str | None = None, fit: FitConfig | None = None, seed: int = 0,
+                 fit_trials: Any = None):
         if validate is None:
             from discovery.sandbox import validate_source as validate
         self.pool = pool
@@ -120,6 +129,7 @@ class Cascade:
         self.checkpoint_dir = checkpoint_dir  # finished runs of split_runs evaluations
         self.fit_config = fit if fit is not None and fit.trials > 0 else None
         self.seed = seed
+        self.fit_trials = fit_trials  # where finished fit trials are kept (load(cid), save(cid, trial)); None: nowhere
         self.stages = FIT_STAGES if self.fit_config else SEARCH_STAGES
 
     def static(self, code: str | None) -> StageOutcome:
@@ -207,10 +217,19 @@ class Cascade:
 
         def evaluate(code: str) -> tuple[float | None, str]:
             out = self.suite(Stage.FIT, code, loss_name=c.name)
+            if out.failure_class == FailureClass.INFRASTRUCTURE:  # not the trial's doing: stop the stage
+                raise _Infrastructure(out)
             return (out.value if out.ok else None), ("" if out.ok else f"{out.failure_class}: {out.message}")
 
         assert self.fit_config is not None
-        fitted = fit_constants(c.code or "", evaluate, self.fit_config, seed=derive_seed(self.seed, "fit", c.id))
+        store = self.fit_trials
+        recorded = store.load(c.id) if store is not None else None
+        on_trial = (lambda t: store.save(c.id, t)) if store is not None else None
+        try:
+            fitted = fit_constants(c.code or "", evaluate, self.fit_config, seed=derive_seed(self.seed, "fit", c.id),
+                                   recorded=recorded, on_trial=on_trial)
+        except _Infrastructure as exc:
+            return exc.outcome, {}
         result: dict[str, Any] = {**fitted.to_dict(), "proposed_code": c.code, "suite": self.fit_suite()[0]}
         updates: dict[str, Any] = {}
         if fitted.best != 0:

@@ -28,10 +28,13 @@ BETA_FIT = "beta_fit"  # the local a fitted beta multiplier is written to
 
 
 def _constant_nodes(fn: ast.FunctionDef) -> list[ast.Constant]:
-    """Float literals worth fitting: non-zero, finite, not an index and not a keyword argument's value
-    (``clamp(min=-20.0)``, ``dim=-1`` are guards and plumbing, not shape)."""
+    """Float literals worth fitting: non-zero, finite, not an index, not a keyword argument's value
+    (``clamp(min=-20.0)``, ``dim=-1`` are guards and plumbing, not shape) and not the 1 of a complement
+    (``1.0 - gate`` keeps a mixture a mixture; its weight is fitted instead)."""
     skip = {id(n) for s in ast.walk(fn) if isinstance(s, ast.Subscript) for n in ast.walk(s.slice)}
     skip |= {id(n) for k in ast.walk(fn) if isinstance(k, ast.keyword) for n in ast.walk(k.value)}
+    skip |= {id(b.left) for b in ast.walk(fn) if isinstance(b, ast.BinOp) and isinstance(b.op, ast.Sub)
+             and isinstance(b.left, ast.Constant) and b.left.value == 1.0}  # complements: (1 - w) * a + w * b
     scale = _beta_fit(fn)
     skip |= {id(n) for n in ast.walk(scale)} if scale is not None else set()  # the beta scale is fitted as such
     out = []
@@ -108,8 +111,15 @@ class FitResult:
 Evaluate = Callable[[str], tuple[float | None, str]]  # code -> (fitness or None, error message)
 
 
-def fit_constants(code: str, evaluate: Evaluate, cfg: FitConfig, *, seed: int, failure_score: float = 0.0) -> FitResult:
-    """Run ``cfg.trials`` trials (trial 0: as proposed) and return every trial and the best code."""
+def fit_constants(code: str, evaluate: Evaluate, cfg: FitConfig, *, seed: int, failure_score: float = 0.0,
+                  recorded: list[dict[str, Any]] | None = None,
+                  on_trial: Callable[[FitTrial], None] | None = None) -> FitResult:
+    """Run ``cfg.trials`` trials (trial 0: as proposed) and return every trial and the best code.
+
+    `on_trial` is told of each trial as it finishes (the campaign stores it); `recorded` are the trials
+    an interrupted run stored: the seeded sampler proposes the same settings again, and a trial whose
+    setting matches its record takes the recorded score instead of a new evaluation (resume redoes nothing).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,11 +138,18 @@ def fit_constants(code: str, evaluate: Evaluate, cfg: FitConfig, *, seed: int, f
         values = [float(params[f"hp_c{i}"]) for i in range(len(constants))]
         scale = float(params["beta"])
         trial_code = code if trial.number == 0 else with_constants(code, values, scale)
-        fitness, error = evaluate(trial_code)
+        setting = (round(scale, 6), [float(f"{v:.4g}") for v in values])
+        old = (recorded or [])[trial.number] if trial.number < len(recorded or []) else None
+        if old is not None and (old["beta_scale"], old["constants"]) == setting:
+            record = FitTrial(**old)
+        else:
+            fitness, error = evaluate(trial_code)
+            record = FitTrial(trial.number, *setting, fitness, error[:300])
+            if on_trial is not None:
+                on_trial(record)
         codes.append(trial_code)
-        result.trials.append(FitTrial(trial.number, round(scale, 6), [float(f"{v:.4g}") for v in values],
-                                      fitness, error[:300]))
-        return failure_score if fitness is None else fitness
+        result.trials.append(record)
+        return failure_score if record.fitness is None else record.fitness
 
     study.optimize(objective, n_trials=cfg.trials)
     scored = [t for t in result.trials if t.fitness is not None]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import math
 
+import pytest
+
 from candidate_losses import get_loss
 from discovery.config import FitConfig
 from discovery.proposers.grammar import LabelSmoothing, Link
@@ -84,3 +86,89 @@ def test_refitting_fitted_code_folds_the_beta_scales():
     twice = with_constants(once, [0.4], beta_scale=1.5)
     assert beta_scale_of(twice) == 3.0 and twice.count(BETA_FIT) == once.count(BETA_FIT)
     assert validate_source(twice) == []
+
+
+# ---- the fit stage in a campaign (FakePool: scores from the code text, no training) -------------------
+
+FIT_MAIN = """
+import signal, sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from conftest import FakePool
+from fake_campaign_main import CONFIG
+from discovery.config import config_from_dict
+from discovery.sandbox import validate_source
+from discovery.search.campaign import Campaign
+from discovery.search.progress import ProgressView
+kwargs = dict(pool=FakePool(), validate=validate_source, progress=ProgressView(enabled=False))
+out = sys.argv[1]
+if "--resume" in sys.argv:
+    Campaign.resume(out, **kwargs).run()
+else:
+    cfg = config_from_dict({{**CONFIG, "budget": {{"max_candidates": 8}}, "fit": {{"trials": 3}}}})
+    Campaign.create(cfg, out, **kwargs).run()
+"""
+
+
+def _fit_main(tmp_path, out, *, resume: bool, crash: str | None = None, calls=None) -> int:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    script = tmp_path / "fit_main.py"
+    script.write_text(FIT_MAIN.format(tests=str(here), root=str(here.parents[1])))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFDISCO_CRASH_AT", "FAKEPOOL_LOG")}
+    if crash:
+        env["PREFDISCO_CRASH_AT"] = crash
+    if calls:
+        env["FAKEPOOL_LOG"] = str(calls)
+    cmd = [sys.executable, str(script), str(out)] + (["--resume"] if resume else [])
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode
+
+
+def _fit_archive(out) -> list[tuple]:
+    from discovery.archive.campaign_dir import CampaignDir
+
+    db = CampaignDir.open(out).database()
+    try:
+        return [(r.id, str(r.status), r.code, r.fitness, str(db.stage_result(r.id, "fit"))) for r in db.all()]
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_kill9_during_fitting_then_resume_redoes_no_finished_trial(tmp_path):
+    import json
+
+    from discovery.archive.campaign_dir import CampaignDir
+
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    assert _fit_main(tmp_path, reference, resume=False) == 0
+    ref = _fit_archive(reference)
+    assert any("'trials'" in r[4] for r in ref)
+    # 4 baselines x (screen + fitness) = 8 evaluations, then the proposals' fit trials: die in the 3rd pair
+    assert _fit_main(tmp_path, crashed, resume=False, crash="evaluation:13") == -9
+    db = CampaignDir.open(crashed).database()
+    stored = {(c.id, json.dumps(t)) for c in db.all() for t in db.fit_trials(c.id)}
+    fit_codes = {c.id: c.code for c in db.all()}
+    db.close()
+    assert stored, "no fitting trial was finished before the kill"
+    calls = tmp_path / "calls.jsonl"
+    assert _fit_main(tmp_path, crashed, resume=True, calls=calls) == 0
+    assert _fit_archive(crashed) == ref  # nothing lost: the same archive, fitted codes and trial records
+    redone = [json.loads(line) for line in calls.read_text().splitlines()]
+    for cid, trial in stored:  # a stored trial's code (rebuilt from its record) is never evaluated again
+        t = json.loads(trial)
+        code = fit_codes[cid] if t["number"] == 0 else with_constants(fit_codes[cid], t["constants"], t["beta_scale"])
+        assert ["screen", code] not in redone, t
+
+
+def test_complements_stay_complements():
+    from discovery.proposers.grammar import GateMix
+
+    dpo, hinge = (baseline_code(get_loss(n).source) for n in ("dpo", "hinge"))
+    gated = GateMix(0.25).render([dpo, hinge], "g")
+    assert literal_constants(gated) == [0.25]  # not the 1.0 of (1.0 - gate); hinge's int 1 is no float
+    smoothed = LabelSmoothing(0.1).render([dpo], "s")
+    assert literal_constants(smoothed) == [0.1]

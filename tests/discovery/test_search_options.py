@@ -51,3 +51,19 @@ def test_evaluation_budget_counts_fitting_trials(tmp_path):
                                fit={"trials": 3}, pipeline_lag=0)
     assert result.stopped_by == "budget: evaluations"
     assert result.suite_evaluations >= 4 and result.candidates < 6
+
+
+def test_options_are_off_by_default_and_the_rediscovery_draft_turns_them_on():
+    from pathlib import Path
+
+    from discovery.config import load_config
+    from discovery.search.cascade import SEARCH_STAGES, Cascade
+
+    root = Path(__file__).resolve().parents[2]
+    quick = load_config(root / "configs" / "quickstart.yaml")
+    assert (quick.proposer.mutation.grammar_rate, quick.fit.trials, quick.database.kind) == (0.0, 0, "islands")
+    assert Cascade(None, quick.cascade, validate=lambda code: [], fit=quick.fit).stages == SEARCH_STAGES
+    draft = load_config(root / "configs" / "rediscover.yaml")
+    assert [b.lower() for b in draft.baselines] == ["dpo", "hinge", "ipo", "kto_pair"]
+    assert draft.proposer.mutation.grammar_rate > 0 and draft.fit.trials > 0 and draft.database.kind == "map_elites"
+    assert Stage.FIT in Cascade(None, draft.cascade, validate=lambda code: [], fit=draft.fit).stages
