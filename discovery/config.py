@@ -151,7 +151,7 @@ class FitConfig(Config):
 @dataclass
 class BudgetConfig(Config):
     max_candidates: int = 40  # proposals (baselines excluded)
-    max_evaluations: int | None = None  # suite evaluations of proposals (screen + fitness + fitting trials)
+    max_evaluations: int | None = None  # suite evaluations of proposals (screen + fitness + fit trials), checked per generation
     max_wall_time_s: float | None = None
     max_tokens: int | None = None  # LLM prompt + completion tokens
     max_cost_usd: float | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from discovery.archive import map_elites
+from discovery.archive.campaign_dir import CampaignDir
 from discovery.archive.candidate import Stage, Status
 from discovery.search.campaign import Campaign, fit_trials, suite_evaluations
 from discovery.search.fitting import literal_constants
@@ -19,8 +20,8 @@ def test_tiny_campaign_with_grammar_fitting_and_map_elites(tmp_path):
         out, generation_size=2, budget={"max_candidates": 4},
         proposer={"mutation": {"grammar_rate": 0.7}},
         database={"kind": "map_elites", "islands": 1}, fit={"trials": 3})
-    campaign = Campaign.resume(out)
-    db = campaign.db
+    campaign_dir = CampaignDir.open(out)
+    db, config = campaign_dir.database(), campaign_dir.config()
     rows = [r for r in db.all() if not r.is_baseline]
     assert len(rows) == 4 and any(r.thought.startswith("grammar:") for r in rows)
     fitted = [r for r in rows if db.stage_result(r.id, Stage.FIT) is not None]
@@ -38,10 +39,10 @@ def test_tiny_campaign_with_grammar_fitting_and_map_elites(tmp_path):
             assert r.code == record["proposed_code"]
     assert result.fit_evaluations == sum(fit_trials(r) for r in rows) >= 3
     assert result.suite_evaluations == sum(suite_evaluations(r) for r in rows) > result.fit_evaluations
-    archive = map_elites.elites(db, 99, campaign.config.database.pull_edges, campaign.config.database.push_edges)
+    archive = map_elites.elites(db, 99, config.database.pull_edges, config.database.push_edges)
     assert len(archive) >= 2  # the baselines alone span distinct cells (dpo, ipo)
     assert all(e.candidate.status is Status.EVALUATED for e in archive.values())
-    campaign.close()
+    db.close()
 
 
 @pytest.mark.slow
@@ -67,3 +68,30 @@ def test_options_are_off_by_default_and_the_rediscovery_draft_turns_them_on():
     assert [b.lower() for b in draft.baselines] == ["dpo", "hinge", "ipo", "kto_pair"]
     assert draft.proposer.mutation.grammar_rate > 0 and draft.fit.trials > 0 and draft.database.kind == "map_elites"
     assert Stage.FIT in Cascade(None, draft.cascade, validate=lambda code: [], fit=draft.fit).stages
+
+
+def test_same_seed_same_archive_with_every_option_on(tmp_path):
+    """FakePool (scores from the code text): grammar moves, fitting and MAP-Elites stay deterministic."""
+    from conftest import FakePool
+    from fake_campaign_main import CONFIG
+
+    from discovery.config import config_from_dict
+    from discovery.sandbox import validate_source
+    from discovery.search.progress import ProgressView
+
+    options = {"proposer": {"mutation": {"grammar_rate": 0.6}}, "fit": {"trials": 2},
+               "database": {"kind": "map_elites", "islands": 2}, "budget": {"max_candidates": 8}}
+
+    def run(out):
+        cfg = config_from_dict({**CONFIG, **options})
+        c = Campaign.create(cfg, out, pool=FakePool(), validate=validate_source, progress=ProgressView(enabled=False))
+        c.run()
+        db = CampaignDir.open(out).database()
+        rows = [(r.id, r.code, r.fitness, str(r.status), r.thought, str(db.stage_result(r.id, Stage.FIT)))
+                for r in db.all()]
+        db.close()
+        return rows
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first == second
+    assert any(row[5] != "None" for row in first) and any(row[4].startswith("grammar:") for row in first)
