@@ -19,7 +19,7 @@ import ast
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from candidate_losses.contract import CONTRACT_ARGS
 from candidate_losses.source import contract_function, parse_ast
@@ -262,7 +262,7 @@ class Regulariser:
         return f"regulariser {self.kind}: + {self.term()}"
 
 
-Move = Union[MarginTransform, Link, GateMix, Mixture, LabelSmoothing, Regulariser]
+Move = MarginTransform | Link | GateMix | Mixture | LabelSmoothing | Regulariser
 MOVE_WEIGHTS: dict[str, float] = {"margin": 0.2, "link": 0.25, "gate": 0.15, "mixture": 0.05,
                                   "smoothing": 0.15, "regulariser": 0.2}
 

@@ -8,21 +8,21 @@ written, each trial one evaluation of the fit suite through the campaign's sandb
 best setting is written into the candidate's source (literals replaced, ``beta`` scaled in the code),
 so the archive holds exactly the program that was scored; every trial is recorded.
 
-The search space and its defaults come from ``prefdisco tune`` (``discovery.tuning.tuner.suggest``):
-one notion of "around a constant" in the code base. Code is only parsed and rewritten here.
+The search space and its defaults are `prefdisco tune`'s (``discovery.search.search_space``): one
+notion of "around a constant" in the code base. Code is only parsed and rewritten here.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from candidate_losses.source import contract_function, parse_ast
 from discovery.config import FitConfig
-from discovery.tuning.config import TuningConfig
-from discovery.tuning.tuner import TuningTarget, default_params, suggest
+from discovery.search.search_space import default_params, suggest_params
 
 BETA_FIT = "beta_fit"  # the local a fitted beta multiplier is written to
 
@@ -124,17 +124,16 @@ def fit_constants(code: str, evaluate: Evaluate, cfg: FitConfig, *, seed: int, f
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     constants = literal_constants(code, cfg.max_constants)
-    target = TuningTarget("fit", "fit", "proposal", code, {f"c{i}": v for i, v in enumerate(constants)},
-                          None, None, None, None)
-    space = TuningConfig(beta_range=cfg.beta_range, hyper_range=cfg.constant_range)
+    hyper = {f"c{i}": v for i, v in enumerate(constants)}
     sampler = optuna.samplers.TPESampler(seed=seed % 2**32, n_startup_trials=max(1, min(cfg.trials // 2, 5)))
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.enqueue_trial(default_params(target, 1.0, None))
+    study.enqueue_trial(default_params(hyper, 1.0, None))
     result = FitResult(constants=constants)
     codes: list[str] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, target, 1.0, None, space)
+        params = suggest_params(trial, hyper, 1.0, None, beta_range=cfg.beta_range, lr_range=1.0,
+                                hyper_range=cfg.constant_range)
         values = [float(params[f"hp_c{i}"]) for i in range(len(constants))]
         scale = float(params["beta"])
         trial_code = code if trial.number == 0 else with_constants(code, values, scale)

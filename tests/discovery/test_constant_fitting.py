@@ -124,7 +124,7 @@ def _fit_main(tmp_path, out, *, resume: bool, crash: str | None = None, calls=No
     if calls:
         env["FAKEPOOL_LOG"] = str(calls)
     cmd = [sys.executable, str(script), str(out)] + (["--resume"] if resume else [])
-    return subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False).returncode
 
 
 def _fit_archive(out) -> list[tuple]:

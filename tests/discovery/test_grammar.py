@@ -15,8 +15,15 @@ from candidate_losses import get_loss
 from candidate_losses.contract import load_loss_from_source
 from candidate_losses.source import code_hash
 from discovery.config import MutationConfig
-from discovery.proposers.grammar import (GateMix, LabelSmoothing, Link, MarginTransform, Mixture, Regulariser,
-                                         random_move)
+from discovery.proposers.grammar import (
+    GateMix,
+    LabelSmoothing,
+    Link,
+    MarginTransform,
+    Mixture,
+    Regulariser,
+    random_move,
+)
 from discovery.proposers.mutation import MutationProposer
 from discovery.proposers.prompting import ProgramSummary, ProposalContext
 from discovery.sandbox import validate_source
