@@ -34,6 +34,7 @@ from discovery.errors import UserError
 from discovery.proposers import Proposer, make_proposer
 from discovery.proposers.prompting import BetaSweep
 from discovery.search.cascade import Cascade, StageOutcome, next_stage
+from discovery.search.fitting import FitTrialStore, fit_trials, suite_evaluations
 from discovery.search.progress import ProgressView
 from discovery.search.proposing import GenerationProposer, derive_seed, summary_of
 
@@ -63,16 +64,6 @@ class CampaignResult:
     fit_evaluations: int = 0  # of which fitting trials (fit.trials per proposal that reached the fit stage)
 
 
-def fit_trials(c: Candidate) -> int:
-    """Suite evaluations spent fitting this candidate's constants (0 where it was not fitted)."""
-    return int(((c.metrics or {}).get(Stage.FIT.value) or {}).get("trials") or 0)
-
-
-def suite_evaluations(c: Candidate) -> int:
-    """Suite evaluations this candidate cost: its screen and fitness runs (not a no-op screen) and fit trials."""
-    return sum(1 for s in (Stage.SCREEN.value, Stage.FITNESS.value) if (c.metrics or {}).get(s)) + fit_trials(c)
-
-
 def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
     """The fitness suite's beta sweep, for prompts that state it (LLM campaigns only)."""
     if config.proposer.kind != "llm":
@@ -85,20 +76,6 @@ def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
         raise UserError(f"cascade.fitness_suite: {exc}") from None
     betas = sorted({b for group in suite.groups for b in group.betas})
     return BetaSweep(betas=tuple(betas), aggregate=suite.scoring.beta_aggregate)
-
-
-class FitTrialStore:
-    """Finished fitting trials in the campaign database, so a resumed fit stage re-evaluates none."""
-
-    def __init__(self, db: Any, stop: threading.Event):
-        self.db, self.stop = db, stop
-
-    def load(self, cid: str) -> list[dict[str, Any]]:
-        return self.db.fit_trials(cid)
-
-    def save(self, cid: str, trial: Any) -> None:
-        if not self.stop.is_set():  # a trial cut short by the shutdown is not a finished trial
-            self.db.add_fit_trial(cid, dataclasses.asdict(trial))
 
 
 class CampaignCannotEvaluate(UserError):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from candidate_losses.source import contract_function, parse_ast
+from discovery.archive.candidate import Candidate, Stage
 from discovery.config import FitConfig
 from discovery.search.search_space import default_params, suggest_params
 
@@ -156,3 +157,27 @@ def fit_constants(code: str, evaluate: Evaluate, cfg: FitConfig, *, seed: int, f
     result.best = best.number if best is not None else 0
     result.code = codes[result.best]
     return result
+
+
+def fit_trials(c: Candidate) -> int:
+    """Suite evaluations spent fitting this candidate's constants (0 where it was not fitted)."""
+    return int(((c.metrics or {}).get(Stage.FIT.value) or {}).get("trials") or 0)
+
+
+def suite_evaluations(c: Candidate) -> int:
+    """Suite evaluations this candidate cost: its screen and fitness runs (not a no-op screen) and fit trials."""
+    return sum(1 for s in (Stage.SCREEN.value, Stage.FITNESS.value) if (c.metrics or {}).get(s)) + fit_trials(c)
+
+
+class FitTrialStore:
+    """Finished fitting trials in the campaign database, so a resumed fit stage re-evaluates none."""
+
+    def __init__(self, db: Any, stop: Any):
+        self.db, self.stop = db, stop
+
+    def load(self, cid: str) -> list[dict[str, Any]]:
+        return self.db.fit_trials(cid)
+
+    def save(self, cid: str, trial: Any) -> None:
+        if not self.stop.is_set():  # a trial cut short by the shutdown is not a finished trial
+            self.db.add_fit_trial(cid, asdict(trial))

@@ -104,7 +104,7 @@ out = sys.argv[1]
 if "--resume" in sys.argv:
     Campaign.resume(out, **kwargs).run()
 else:
-    cfg = config_from_dict({{**CONFIG, "budget": {{"max_candidates": 8}}, "fit": {{"trials": 3}}}})
+    cfg = config_from_dict({{**CONFIG, "budget": {{"max_candidates": 8}}, "fit": {{"trials": 3, "suite": "fitscreen"}}}})
     Campaign.create(cfg, out, **kwargs).run()
 """
 
@@ -150,10 +150,11 @@ def test_kill9_during_fitting_then_resume_redoes_no_finished_trial(tmp_path):
     # 4 baselines x (screen + fitness) = 8 evaluations, then the proposals' fit trials: die in the 3rd pair
     assert _fit_main(tmp_path, crashed, resume=False, crash="evaluation:13") == -9
     db = CampaignDir.open(crashed).database()
-    stored = {(c.id, json.dumps(t)) for c in db.all() for t in db.fit_trials(c.id)}
-    fit_codes = {c.id: c.code for c in db.all()}
+    unfinished = [c for c in db.all() if db.stage_result(c.id, "fit") is None]  # still fitting when killed
+    stored = {(c.id, json.dumps(t)) for c in unfinished for t in db.fit_trials(c.id)}
+    fit_codes = {c.id: c.code for c in unfinished}  # as proposed: their fit stage has not replaced it
     db.close()
-    assert stored, "no fitting trial was finished before the kill"
+    assert stored, "no fitting trial was finished before the kill of an unfinished fit stage"
     calls = tmp_path / "calls.jsonl"
     assert _fit_main(tmp_path, crashed, resume=True, calls=calls) == 0
     assert _fit_archive(crashed) == ref  # nothing lost: the same archive, fitted codes and trial records
@@ -161,7 +162,8 @@ def test_kill9_during_fitting_then_resume_redoes_no_finished_trial(tmp_path):
     for cid, trial in stored:  # a stored trial's code (rebuilt from its record) is never evaluated again
         t = json.loads(trial)
         code = fit_codes[cid] if t["number"] == 0 else with_constants(fit_codes[cid], t["constants"], t["beta_scale"])
-        assert ["screen", code] not in redone, t
+        assert ["fitscreen", code] not in redone, t
+    assert any(kind == "fitscreen" for kind, _ in redone)  # the unfinished trials did run on resume
 
 
 def test_complements_stay_complements():

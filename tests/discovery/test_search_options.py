@@ -7,8 +7,8 @@ import pytest
 from discovery.archive import map_elites
 from discovery.archive.campaign_dir import CampaignDir
 from discovery.archive.candidate import Stage, Status
-from discovery.search.campaign import Campaign, fit_trials, suite_evaluations
-from discovery.search.fitting import literal_constants
+from discovery.search.campaign import Campaign
+from discovery.search.fitting import fit_trials, literal_constants, suite_evaluations
 from tests.discovery.tiny_campaign import run_tiny_campaign
 
 
