@@ -82,13 +82,14 @@ class CampaignCannotEvaluate(UserError):
     """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
 
 
-def sandbox_limits(cascade_cfg: Any, gpu: bool) -> Any:
+def sandbox_limits(cascade_cfg: Any, gpu: bool, fit_suite: str | None = None) -> Any:
     """The sandbox limits for this cascade's suites: the cache read-only, plus whatever real-model
     (``hf``) suites read outside it (local models, the hub cache), with room for their address space."""
     from discovery.sandbox import SandboxLimits
     from evaluators.jobs import sandbox_read_paths
 
     suites = [cascade_cfg.screen_suite, cascade_cfg.fitness_suite, cascade_cfg.heldout_suite]
+    suites += [fit_suite] if fit_suite else []
     paths = tuple(sandbox_read_paths(suites))
     if not paths:
         return SandboxLimits(cache_dir=cascade_cfg.cache_dir)
@@ -116,7 +117,8 @@ class Campaign:
 
             pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
                                  num_gpus_per_worker=config.num_gpus_per_worker,
-                                 limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0))
+                                 limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0,
+                                                      config.fit.suite if config.fit.trials else None))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer, directory.path)
         self._stop = threading.Event()
@@ -137,6 +139,13 @@ class Campaign:
     @classmethod
     def create(cls, config: CampaignConfig, out_dir: str | Path, **kwargs: Any) -> "Campaign":
         resolve_paths(config, Path.cwd())
+        if config.fit.trials and config.fit.suite:  # a misspelt fit suite would fail every trial: say so now
+            from evaluators.suites import load_suite
+
+            try:
+                load_suite(config.fit.suite)
+            except (FileNotFoundError, ValueError) as exc:
+                raise UserError(f"fit.suite: {exc}") from None
         return cls(CampaignDir.create(out_dir, config), **kwargs)
 
     @classmethod

@@ -104,7 +104,7 @@ out = sys.argv[1]
 if "--resume" in sys.argv:
     Campaign.resume(out, **kwargs).run()
 else:
-    cfg = config_from_dict({{**CONFIG, "budget": {{"max_candidates": 8}}, "fit": {{"trials": 3, "suite": "fitscreen"}}}})
+    cfg = config_from_dict({{**CONFIG, "budget": {{"max_candidates": 8}}, "fit": {{"trials": 3, "suite": "calibrated_screen"}}}})
     Campaign.create(cfg, out, **kwargs).run()
 """
 
@@ -162,8 +162,8 @@ def test_kill9_during_fitting_then_resume_redoes_no_finished_trial(tmp_path):
     for cid, trial in stored:  # a stored trial's code (rebuilt from its record) is never evaluated again
         t = json.loads(trial)
         code = fit_codes[cid] if t["number"] == 0 else with_constants(fit_codes[cid], t["constants"], t["beta_scale"])
-        assert ["fitscreen", code] not in redone, t
-    assert any(kind == "fitscreen" for kind, _ in redone)  # the unfinished trials did run on resume
+        assert ["calibrated_screen", code] not in redone, t
+    assert any(kind == "calibrated_screen" for kind, _ in redone)  # the unfinished trials did run on resume
 
 
 def test_complements_stay_complements():

@@ -95,3 +95,16 @@ def test_same_seed_same_archive_with_every_option_on(tmp_path):
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
     assert any(row[5] != "None" for row in first) and any(row[4].startswith("grammar:") for row in first)
+
+
+def test_a_misspelt_fit_suite_is_refused_before_anything_runs(tmp_path):
+    from conftest import FakePool
+    from fake_campaign_main import CONFIG
+
+    from discovery.config import config_from_dict
+    from discovery.errors import UserError
+
+    cfg = config_from_dict({**CONFIG, "fit": {"trials": 2, "suite": "no_such_suite"}})
+    with pytest.raises(UserError, match="fit.suite"):
+        Campaign.create(cfg, tmp_path / "c", pool=FakePool())
+    assert not (tmp_path / "c").exists()  # refused before the campaign directory is made
