@@ -174,3 +174,33 @@ def test_complements_stay_complements():
     assert literal_constants(gated) == [0.25]  # not the 1.0 of (1.0 - gate); hinge's int 1 is no float
     smoothed = LabelSmoothing(0.1).render([dpo], "s")
     assert literal_constants(smoothed) == [0.1]
+
+
+def test_fitting_trials_count_in_the_evaluation_budget(tmp_path):
+    from conftest import FakePool
+    from fake_campaign_main import CONFIG
+
+    from discovery.config import config_from_dict
+    from discovery.sandbox import validate_source
+    from discovery.search.campaign import Campaign
+    from discovery.search.fitting import fit_trials, suite_evaluations
+    from discovery.search.progress import ProgressView
+
+    def run(out, fit):
+        cfg = config_from_dict({**CONFIG, "generation_size": 2, "pipeline_lag": 0, "fit": {"trials": fit},
+                                "budget": {"max_candidates": 12, "max_evaluations": 12}})
+        c = Campaign.create(cfg, out, pool=FakePool(), validate=validate_source, progress=ProgressView(enabled=False))
+        return c.run()
+
+    plain, fitted = run(tmp_path / "plain", 0), run(tmp_path / "fitted", 3)
+    assert plain.stopped_by == fitted.stopped_by == "budget: evaluations"
+    assert plain.fit_evaluations == 0 and fitted.fit_evaluations > 0
+    assert fitted.candidates < plain.candidates  # the same budget buys fewer proposals when each is fitted
+    from discovery.archive.campaign_dir import CampaignDir
+
+    db = CampaignDir.open(tmp_path / "fitted").database()
+    rows = [r for r in db.all() if not r.is_baseline]
+    assert fitted.fit_evaluations == sum(fit_trials(r) for r in rows) == 3 * sum(
+        db.stage_result(r.id, "fit") is not None for r in rows)
+    assert fitted.suite_evaluations == sum(suite_evaluations(r) for r in rows) >= 12
+    db.close()
