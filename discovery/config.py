@@ -80,6 +80,7 @@ class MutationConfig(Config):
     max_edits: int = 2  # mutations applied per child (1..max_edits)
     constant_sigma: float = 0.4  # log-normal sigma for constant perturbation
     max_nodes: int = 400  # children with larger ASTs are discarded (bloat control)
+    grammar_rate: float = 0.0  # probability of a typed structural move (proposers/grammar.py) instead of an edit
 
 
 @dataclass
@@ -99,6 +100,18 @@ class DatabaseConfig(Config):
     migration_interval: int = 4  # generations between ring migrations of each island's best
     selection_lambda: float = 1.0  # sharpness of sigmoid((score - median) / MAD) in parent choice
     fingerprint_dedupe: bool = True  # behaviour-identical candidates are recorded as duplicates
+    # islands: parents drawn by fitness within an island (the default); map_elites: one elite per cell of
+    # two probe descriptors (discovery/archive/map_elites.py), parents drawn from occupied cells
+    kind: Literal["islands", "map_elites"] = "islands"
+    # map_elites: bin edges of the descriptors; pull = signed dL/dz at z=+2 over max |dL/dz| (< 0: still pulls
+    # a won pair apart, > 0: pushes it back), push = |dL/dz| at z=-4 over max |dL/dz| (how hard a lost pair pulls)
+    pull_edges: list[float] = field(default_factory=lambda: [-0.5, -0.2, -0.05, -0.005, 0.005, 0.05, 0.2])
+    push_edges: list[float] = field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
+
+    def check(self) -> None:
+        for edges in (self.pull_edges, self.push_edges):
+            if list(edges) != sorted(set(edges)):
+                raise ValueError("database.pull_edges / push_edges must be strictly increasing")
 
 
 @dataclass
@@ -120,8 +133,25 @@ class CascadeConfig(Config):
 
 
 @dataclass
+class FitConfig(Config):
+    """Per-candidate fitting of literal constants and a beta multiplier before the screen (search/fitting.py)."""
+
+    trials: int = 0  # 0: off; else inner-search trials per proposal (trial 0: as proposed), one suite evaluation each
+    suite: str | None = None  # None: the screen suite (the fitness suite where there is no screen)
+    seeds: int | None = None  # None: the suite's own seed count
+    max_constants: int = 4  # float literals fitted (the first ones in source order)
+    beta_range: float = 3.0  # beta multiplier searched log-uniformly in [1/R, R]
+    constant_range: float = 3.0  # a literal c searched in [c/R, c*R] (log)
+
+    def check(self) -> None:
+        if self.trials < 0 or self.max_constants < 0 or self.beta_range < 1 or self.constant_range < 1:
+            raise ValueError("fit.trials and fit.max_constants must be >= 0, fit.beta_range and constant_range >= 1")
+
+
+@dataclass
 class BudgetConfig(Config):
     max_candidates: int = 40  # proposals (baselines excluded)
+    max_evaluations: int | None = None  # suite evaluations of proposals (screen + fitness + fit trials), checked per generation
     max_wall_time_s: float | None = None
     max_tokens: int | None = None  # LLM prompt + completion tokens
     max_cost_usd: float | None = None
@@ -144,6 +174,7 @@ class CampaignConfig(Config):
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
 
     def check(self) -> None:
         if self.generation_size < 1 or self.workers < 1:
@@ -184,16 +215,17 @@ def dump_config(cfg: CampaignConfig) -> str:
 def resolve_paths(cfg: CampaignConfig, base: Path) -> CampaignConfig:
     """Make suite files and the cache dir absolute (sandbox workers run in a private temp cwd)."""
     c = cfg.cascade
-    for attr in ("screen_suite", "fitness_suite", "heldout_suite"):
-        value = getattr(c, attr)
+    for owner, attr in ((c, "screen_suite"), (c, "fitness_suite"), (c, "heldout_suite"), (cfg.fit, "suite")):
+        value = getattr(owner, attr)
         if value is None:
             continue
         if value.endswith((".yaml", ".yml")) or "/" in value:
             path = Path(value).expanduser()
             path = path if path.is_absolute() else (base / path)
             if not path.is_file():
-                raise UserError(f"cascade.{attr}: suite file {path} not found")
-            setattr(c, attr, str(path.resolve()))
+                where = "fit" if owner is cfg.fit else "cascade"
+                raise UserError(f"{where}.{attr}: suite file {path} not found")
+            setattr(owner, attr, str(path.resolve()))
     if c.cache_dir:
         c.cache_dir = str((base / Path(c.cache_dir).expanduser()).resolve())
     return cfg

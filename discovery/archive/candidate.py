@@ -24,11 +24,13 @@ class Status(StrEnum):
 
 
 class Stage(StrEnum):
-    """Cascade stages in order; ``NONE`` = nothing finished yet. ``HELDOUT`` runs only for finalists."""
+    """Cascade stages in order; ``NONE`` = nothing finished yet. ``HELDOUT`` runs only for finalists;
+    ``FIT`` only in campaigns that fit constants."""
 
     NONE = ""
     STATIC = "static"
     PROBE = "probe"
+    FIT = "fit"  # only with fit.trials > 0: constants and a beta scale fitted (search/fitting.py)
     SCREEN = "screen"
     FITNESS = "fitness"
     HELDOUT = "heldout"

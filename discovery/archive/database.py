@@ -190,6 +190,14 @@ class ProgramDatabase:
             row = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).first()
         return json.loads(row.value) if row else default
 
+    def fit_trials(self, cid: str) -> list[dict[str, Any]]:
+        """The fit-stage trials of `cid` finished so far (kept until the stage is recorded, for resume)."""
+        return list(self.get_meta(f"fit_trials/{cid}", []))
+
+    def add_fit_trial(self, cid: str, trial: dict[str, Any]) -> None:
+        """Store one finished fit trial (in trial order: one candidate's trials run one at a time)."""
+        self.set_meta(f"fit_trials/{cid}", [*self.fit_trials(cid), trial])
+
     # ---- reads --------------------------------------------------------------------------------
     def get(self, cid: str) -> Candidate | None:
         with self.engine.connect() as conn:
@@ -222,6 +230,13 @@ class ProgramDatabase:
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return _decode(row) if row else None
+
+    def stage_results(self, ids: list[str], stage: str) -> dict[str, dict[str, Any]]:
+        """The recorded results of one stage for these candidates (those that have one)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(evaluations.c.candidate_id, evaluations.c.result).where(
+                evaluations.c.stage == str(stage), evaluations.c.candidate_id.in_(list(ids)))).all()
+        return {r.candidate_id: json.loads(r.result) for r in rows}
 
     def replies(self, ids: list[str]) -> dict[str, str]:
         """The stored LLM replies of these candidates (those that have one)."""

@@ -199,6 +199,10 @@ def register(app: typer.Typer) -> None:
             table.add_row("per task", ", ".join(f"{k}={format_score(v)}" for k, v in sorted(per_task.items())))
         if row.get("behaviour"):
             table.add_row("behaviour", row["behaviour"])
+        fit = row["metrics"].get("fit") or {}
+        if fit:  # fit.trials > 0: constants and beta scale fitted before scoring (the fit stage's record)
+            table.add_row("fitted", f"{fit.get('trials')} trials, best trial {fit.get('best')}, "
+                                    f"gain {format_score(fit.get('gain'))}")
         if row.get("thought"):
             table.add_row("thought", row["thought"])
         table.add_row("timings (s)", json.dumps(row["timings"]))

@@ -23,6 +23,7 @@ from typing import Callable
 from candidate_losses.contract import CONTRACT_ARGS
 from candidate_losses.source import code_hash, contract_function, count_nodes, parse_ast
 from discovery.config import MutationConfig, ProposerConfig
+from discovery.proposers import grammar
 from discovery.proposers.base import Proposal
 from discovery.proposers.prompting import ProposalContext
 from discovery.proposers.reply import sanitize_name
@@ -289,7 +290,12 @@ class MutationProposer:
             return None
         for _ in range(self.max_attempts):
             parents = list(ctx.parents)
-            if len(parents) >= 2 and rng.random() < self.config.crossover_rate:
+            if self.config.grammar_rate > 0 and rng.random() < self.config.grammar_rate:
+                made_g = self._grammar(ctx, rng)
+                if made_g is None:
+                    continue
+                code, chosen, ops = made_g
+            elif len(parents) >= 2 and rng.random() < self.config.crossover_rate:
                 a, b = parents[0], parents[1]
                 name = sanitize_name(f"{_root(a.name)}_x_{_root(b.name)}"[:40] + f"__g{ctx.generation}s{ctx.slot}")
                 made = crossover(a.code, b.code, name, rng)
@@ -328,6 +334,18 @@ class MutationProposer:
                 meta={"ops": ops},
             )
         return None
+
+    def _grammar(self, ctx: ProposalContext, rng: random.Random) -> tuple[str, list, list[str]] | None:
+        """One typed structural move (``discovery.proposers.grammar``) on the context's parents."""
+        parents = list(ctx.parents)
+        move = grammar.random_move(rng, len(parents))
+        chosen = parents[: move.arity]
+        stem = "_x_".join(_root(p.name) for p in chosen)[:40]
+        name = sanitize_name(f"{stem}__g{ctx.generation}s{ctx.slot}")
+        code = move.render([p.code for p in chosen], name)
+        if code is None:
+            return None
+        return code, chosen, [f"grammar: {move.describe()}"]
 
 
 def from_config(config: ProposerConfig, campaign_dir: object = None) -> MutationProposer:

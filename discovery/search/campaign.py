@@ -33,7 +33,8 @@ from discovery.config import CampaignConfig, resolve_paths
 from discovery.errors import UserError
 from discovery.proposers import Proposer, make_proposer
 from discovery.proposers.prompting import BetaSweep
-from discovery.search.cascade import SEARCH_STAGES, Cascade, StageOutcome, next_stage
+from discovery.search.cascade import Cascade, StageOutcome, next_stage
+from discovery.search.fitting import FitTrialStore, fit_trials, suite_evaluations
 from discovery.search.progress import ProgressView
 from discovery.search.proposing import GenerationProposer, derive_seed, summary_of
 
@@ -59,6 +60,8 @@ class CampaignResult:
     wall_time_s: float
     fitness_vs_dpo: dict[str, Any] | None = None  # best's paired difference with DPO on the search suite
     verdict: dict[str, Any] | None = None  # the held-out verdict against DPO (discovery.review.verdict)
+    suite_evaluations: int = 0  # proposals' screen + fitness evaluations + fitting trials (budget.max_evaluations)
+    fit_evaluations: int = 0  # of which fitting trials (fit.trials per proposal that reached the fit stage)
 
 
 def beta_sweep(config: CampaignConfig) -> BetaSweep | None:
@@ -79,13 +82,14 @@ class CampaignCannotEvaluate(UserError):
     """The baselines (DPO first) or the sandbox failed for a reason outside any candidate."""
 
 
-def sandbox_limits(cascade_cfg: Any, gpu: bool) -> Any:
+def sandbox_limits(cascade_cfg: Any, gpu: bool, fit_suite: str | None = None) -> Any:
     """The sandbox limits for this cascade's suites: the cache read-only, plus whatever real-model
     (``hf``) suites read outside it (local models, the hub cache), with room for their address space."""
     from discovery.sandbox import SandboxLimits
     from evaluators.jobs import sandbox_read_paths
 
     suites = [cascade_cfg.screen_suite, cascade_cfg.fitness_suite, cascade_cfg.heldout_suite]
+    suites += [fit_suite] if fit_suite else []
     paths = tuple(sandbox_read_paths(suites))
     if not paths:
         return SandboxLimits(cache_dir=cascade_cfg.cache_dir)
@@ -113,13 +117,15 @@ class Campaign:
 
             pool = make_executor(config.executor, num_workers=config.workers, ray_address=config.ray_address,
                                  num_gpus_per_worker=config.num_gpus_per_worker,
-                                 limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0))
+                                 limits=sandbox_limits(cascade_cfg, config.num_gpus_per_worker > 0,
+                                                      config.fit.suite if config.fit.trials else None))
         self.pool = pool
         self.proposer = proposer or make_proposer(config.proposer, directory.path)
-        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
-                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"))
-        self.progress = progress or ProgressView()
         self._stop = threading.Event()
+        self.cascade = Cascade(pool, cascade_cfg, validate=validate,
+                               checkpoint_dir=str(Path(self.out_dir) / "run_checkpoints"), fit=config.fit, seed=config.seed,
+                               fit_trials=FitTrialStore(self.db, self._stop))
+        self.progress = progress or ProgressView()
         self._stages = cf.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="stage")
         self._generations = cf.ThreadPoolExecutor(max_workers=config.pipeline_lag + 2, thread_name_prefix="gen")
         self._probed: dict[int, threading.Event] = {}
@@ -133,6 +139,13 @@ class Campaign:
     @classmethod
     def create(cls, config: CampaignConfig, out_dir: str | Path, **kwargs: Any) -> "Campaign":
         resolve_paths(config, Path.cwd())
+        if config.fit.trials and config.fit.suite:  # a misspelt fit suite would fail every trial: say so now
+            from evaluators.suites import load_suite
+
+            try:
+                load_suite(config.fit.suite)
+            except (FileNotFoundError, ValueError) as exc:
+                raise UserError(f"fit.suite: {exc}") from None
         return cls(CampaignDir.create(out_dir, config), **kwargs)
 
     @classmethod
@@ -238,6 +251,8 @@ class Campaign:
             return "budget: tokens"
         if b.max_cost_usd is not None and sum(r.cost_usd for r in rows) >= b.max_cost_usd:
             return "budget: cost"
+        if b.max_evaluations is not None and sum(suite_evaluations(r) for r in rows) >= b.max_evaluations:
+            return "budget: evaluations"
         return None
 
     # ---- proposals ----------------------------------------------------------------------------
@@ -274,8 +289,9 @@ class Campaign:
         """Run the candidate's next stages, as the cascade decides, up to ``through``; each is
         recorded before the next starts (so a resume continues from the last recorded one)."""
         while not self._stop.is_set():
-            stage = next_stage(c)
-            if stage is None or SEARCH_STAGES.index(stage) > SEARCH_STAGES.index(through):
+            stages = self.cascade.stages
+            stage = next_stage(c, stages)
+            if stage is None or stages.index(stage) > stages.index(through):
                 return
             out, updates = self.cascade.run(c, stage, self.db.dpo() if stage is Stage.SCREEN else None)
             self._record(c, out, updates)
@@ -367,4 +383,6 @@ class Campaign:
             dpo_fitness=dpo.fitness if dpo else None, dpo_fitness_se=dpo.fitness_se if dpo else None,
             stopped_by=stopped_by, wall_time_s=time.time() - self.started, fitness_vs_dpo=paired,
             verdict=campaign_heldout_verdict(self.db, self.config.cascade.heldout_suite).to_dict(),
+            suite_evaluations=sum(suite_evaluations(r) for r in proposals),
+            fit_evaluations=sum(fit_trials(r) for r in proposals),
         )

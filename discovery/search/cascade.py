@@ -18,22 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from discovery.archive.candidate import Candidate, FailureClass, Stage, Status
-from discovery.config import CascadeConfig
+from discovery.config import CascadeConfig, FitConfig
 from discovery.crashpoints import maybe_crash
 
 EVALUATE_JOB = "evaluators.jobs:evaluate_job"
 SEARCH_STAGES = (Stage.STATIC, Stage.PROBE, Stage.SCREEN, Stage.FITNESS)  # every candidate, in order
+FIT_STAGES = (Stage.STATIC, Stage.PROBE, Stage.FIT, Stage.SCREEN, Stage.FITNESS)  # with fit.trials > 0
 
 
-def next_stage(candidate: Candidate) -> Stage | None:
+def next_stage(candidate: Candidate, stages: tuple[Stage, ...] = SEARCH_STAGES) -> Stage | None:
     """The stage a candidate runs next: the one after its last finished stage, while it is pending."""
     if candidate.status is not Status.PENDING:
         return None
     if candidate.stage is Stage.NONE:
-        return SEARCH_STAGES[0]
-    if candidate.stage not in SEARCH_STAGES or candidate.stage is SEARCH_STAGES[-1]:
+        return stages[0]
+    if candidate.stage not in stages or candidate.stage is stages[-1]:
         return None
-    return SEARCH_STAGES[SEARCH_STAGES.index(candidate.stage) + 1]
+    return stages[stages.index(candidate.stage) + 1]
 
 
 class Pool(Protocol):
@@ -104,12 +105,21 @@ def suite_summary(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Infrastructure(Exception):
+    """A fitting trial failed outside the candidate (the sandbox itself): the whole stage stops."""
+
+    def __init__(self, outcome: StageOutcome):
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
 class Cascade:
     """Runs one stage at a time for one candidate; the campaign decides what runs next."""
 
     def __init__(self, pool: Pool, config: CascadeConfig, *,
                  validate: Callable[[str], list[Any]] | None = None, job: str = EVALUATE_JOB,
-                 checkpoint_dir: str | None = None):
+                 checkpoint_dir: str | None = None, fit: FitConfig | None = None, seed: int = 0,
+                 fit_trials: Any = None):
         if validate is None:
             from discovery.sandbox import validate_source as validate
         self.pool = pool
@@ -117,6 +127,10 @@ class Cascade:
         self.validate = validate
         self.job = job
         self.checkpoint_dir = checkpoint_dir  # finished runs of split_runs evaluations
+        self.fit_config = fit if fit is not None and fit.trials > 0 else None
+        self.seed = seed
+        self.fit_trials = fit_trials  # where finished fit trials are kept (load(cid), save(cid, trial)); None: nowhere
+        self.stages = FIT_STAGES if self.fit_config else SEARCH_STAGES
 
     def static(self, code: str | None) -> StageOutcome:
         start = time.perf_counter()
@@ -144,11 +158,23 @@ class Cascade:
             metrics={"fingerprint": res.fingerprint}, result=raw, wall_time_s=float(took),
         )
 
+    def fit_suite(self) -> tuple[str, int | None]:
+        """The suite (and seed count) fitting trials are scored on: fit.suite, else the screen, else fitness."""
+        cfg, fit = self.config, self.fit_config or FitConfig()
+        if fit.suite:
+            return fit.suite, fit.seeds
+        if cfg.screen_suite:
+            return cfg.screen_suite, fit.seeds if fit.seeds is not None else cfg.screen_seeds
+        return cfg.fitness_suite, fit.seeds if fit.seeds is not None else cfg.fitness_seeds
+
     def suite(self, stage: Stage, code: str | None, *, loss_name: str = "candidate") -> StageOutcome:
-        """Evaluate on the suite for `stage` (screen | fitness | heldout) in the sandbox."""
+        """Evaluate on the suite for `stage` (screen | fitness | heldout | fit) in the sandbox."""
         cfg = self.config
-        suite = {Stage.SCREEN: cfg.screen_suite, Stage.FITNESS: cfg.fitness_suite, Stage.HELDOUT: cfg.heldout_suite}[stage]
-        seeds = {Stage.SCREEN: cfg.screen_seeds, Stage.FITNESS: cfg.fitness_seeds, Stage.HELDOUT: cfg.heldout_seeds}[stage]
+        if stage is Stage.FIT:
+            suite, seeds = self.fit_suite()
+        else:
+            suite = {Stage.SCREEN: cfg.screen_suite, Stage.FITNESS: cfg.fitness_suite, Stage.HELDOUT: cfg.heldout_suite}[stage]
+            seeds = {Stage.SCREEN: cfg.screen_seeds, Stage.FITNESS: cfg.fitness_seeds, Stage.HELDOUT: cfg.heldout_seeds}[stage]
         kwargs: dict[str, Any] = {"suite": suite, "loss_name": loss_name}
         if seeds is not None:
             kwargs["seeds"] = seeds
@@ -181,6 +207,47 @@ class Cascade:
         return StageOutcome(stage, True, value=float(fitness), value_se=value.get("fitness_se"),
                             metrics=summary, result=value, wall_time_s=took)
 
+    def fit(self, c: Candidate) -> tuple[StageOutcome, dict[str, Any]]:
+        """Fit the proposal's constants and beta scale (``fit`` stage); the best code is re-probed in the
+        sandbox so its fingerprint and shape (the MAP-Elites descriptors) describe what will be scored."""
+        from discovery.search.fitting import fit_constants
+        from discovery.search.proposing import derive_seed
+
+        start = time.perf_counter()
+
+        def evaluate(code: str) -> tuple[float | None, str]:
+            out = self.suite(Stage.FIT, code, loss_name=c.name)
+            if out.failure_class == FailureClass.INFRASTRUCTURE:  # not the trial's doing: stop the stage
+                raise _Infrastructure(out)
+            return (out.value if out.ok else None), ("" if out.ok else f"{out.failure_class}: {out.message}")
+
+        assert self.fit_config is not None
+        store = self.fit_trials
+        recorded = store.load(c.id) if store is not None else None
+        on_trial = (lambda t: store.save(c.id, t)) if store is not None else None
+        try:
+            fitted = fit_constants(c.code or "", evaluate, self.fit_config, seed=derive_seed(self.seed, "fit", c.id),
+                                   recorded=recorded, on_trial=on_trial)
+        except _Infrastructure as exc:
+            return exc.outcome, {}
+        result: dict[str, Any] = {**fitted.to_dict(), "proposed_code": c.code, "suite": self.fit_suite()[0]}
+        updates: dict[str, Any] = {}
+        if fitted.best != 0:
+            probe = self.probe(fitted.code)
+            result["probe"] = probe.result
+            if probe.ok:
+                from candidate_losses.source import code_hash
+
+                updates.update(code=fitted.code, code_hash=code_hash(fitted.code), fingerprint=probe.fingerprint,
+                               behaviour=probe.behaviour)
+            else:  # the fitted constants break the contract somewhere the suite did not reach: keep the proposal
+                result["best"] = 0
+                result["rejected"] = f"fitted code failed the probe [{probe.failure_class}]: {probe.message[:300]}"
+        summary = {"trials": len(fitted.trials), "best": result["best"], "gain": fitted.gain if result["best"] else 0.0,
+                   "constants": len(fitted.constants)}
+        return StageOutcome(Stage.FIT, True, value=None, metrics=summary, result=result,
+                            wall_time_s=time.perf_counter() - start), updates
+
     def passes_screen(self, value: float, dpo_value: float) -> bool:
         """Relative gate: at least DPO's screen score minus `screen_margin` x |DPO's score|."""
         return value >= dpo_value - self.config.screen_margin * max(abs(dpo_value), 1e-6)
@@ -200,6 +267,11 @@ class Cascade:
         elif stage is Stage.PROBE:
             out = self.probe(c.code or "")
             updates.update(fingerprint=out.fingerprint, behaviour=out.behaviour)
+        elif stage is Stage.FIT and baseline:  # baselines run by name, as registered: nothing to fit
+            out = StageOutcome(Stage.FIT, True, message="baselines are not fitted")
+        elif stage is Stage.FIT:
+            out, fitted = self.fit(c)
+            updates.update(fitted)
         elif stage is Stage.SCREEN and self.config.screen_suite is None:
             out = StageOutcome(Stage.SCREEN, True, message="no screen configured")
         elif stage is Stage.SCREEN:

@@ -23,6 +23,7 @@ from typing import Any
 
 from candidate_losses.source import code_hash
 from discovery import crashpoints
+from discovery.archive import map_elites
 from discovery.archive.candidate import ALL_ISLANDS, REPAIRABLE, Candidate, Origin, Status
 from discovery.archive.database import ProgramDatabase, candidate_id, sequence_number
 from discovery.archive.log import CampaignLog
@@ -146,7 +147,11 @@ class GenerationProposer:
                                       chats=min(cfg.database.islands, cfg.generation_size), **common)
             return SlotAsk(slot, island, Origin.PROPOSAL, context) if baselines else None
         rng = random.Random(seed)
-        parents = self.db.select_parents(island, visible, g, rng, k=2, lam=cfg.database.selection_lambda)
+        if cfg.database.kind == "map_elites":
+            parents = map_elites.select_parents(self.db, visible, rng, cfg.database.pull_edges,
+                                                cfg.database.push_edges, k=2)
+        else:
+            parents = self.db.select_parents(island, visible, g, rng, k=2, lam=cfg.database.selection_lambda)
         if not parents:
             return None
         chosen = {p.id for p in parents}

@@ -36,6 +36,8 @@ from typing import Any
 from candidate_losses.source import keyword_hyperparameters
 from discovery.archive.candidate import Status, is_dpo
 from discovery.crashpoints import maybe_crash
+from discovery.search.search_space import default_params as default_space_params
+from discovery.search.search_space import suggest_params
 from discovery.tuning.config import TuningConfig
 from discovery.tuning.scaled_suite import TUNE_JOB, training_split_seeds
 from discovery.tuning.results import (TunedResult, claim, compact_result, load_tuned_result,  # noqa: F401
@@ -66,30 +68,12 @@ def suite_reference(suite: Any) -> tuple[float, float | None]:
 
 def suggest(trial: Any, target: TuningTarget, ref_beta: float, ref_lr: float | None,
             cfg: TuningConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"beta": trial.suggest_float("beta", ref_beta / cfg.beta_range,
-                                                          ref_beta * cfg.beta_range, log=True)}
-    if ref_lr is not None:
-        params["lr"] = trial.suggest_float("lr", ref_lr / cfg.lr_range, ref_lr * cfg.lr_range, log=True)
-    for name, default in sorted(target.hyperparameters.items()):
-        key = f"hp_{name}"
-        if isinstance(default, int):
-            lo, hi = (max(1, default // 2), max(2, default * 2)) if default > 0 else (default - 2, default + 2)
-            params[key] = trial.suggest_int(key, lo, hi)
-        elif default > 0:
-            params[key] = trial.suggest_float(key, default / cfg.hyper_range, default * cfg.hyper_range, log=True)
-        elif default < 0:
-            params[key] = trial.suggest_float(key, default * cfg.hyper_range, default / cfg.hyper_range)
-        else:
-            params[key] = trial.suggest_float(key, 0.0, 0.25)
-    return params
+    return suggest_params(trial, target.hyperparameters, ref_beta, ref_lr, beta_range=cfg.beta_range,
+                          lr_range=cfg.lr_range, hyper_range=cfg.hyper_range)
 
 
 def default_params(target: TuningTarget, ref_beta: float, ref_lr: float | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"beta": ref_beta}
-    if ref_lr is not None:
-        params["lr"] = ref_lr
-    params.update({f"hp_{k}": v for k, v in target.hyperparameters.items()})
-    return params
+    return default_space_params(target.hyperparameters, ref_beta, ref_lr)
 
 
 def combine_seeds(per_seed: list[dict[str, Any]]) -> tuple[float, float]:
