@@ -15,6 +15,8 @@ seed, one set of fresh prompts and evaluation prompts):
   spa_len_tok     SPA with the length-aware judge, per-token implicit reward
   spa_len_reg     SPA with the length-controlled judge (reward minus a fitted slope x length)
   gold_loop       the same loop labelled by the gold reward (the "all labels are human" analogue)
+  spa_seed30      SPA after a 10x longer seed DPO (30 epochs: about seed_only_long's steps), so the
+                  judge of round 1 starts from a well-trained pi_0 (is the judge the bottleneck?)
 
 Every run is appended to ``--store`` (JSON lines) as it finishes; a re-run skips what is stored, so
 the study resumes after a kill. The report gives mean +- s.e. over seeds, paired differences with
@@ -40,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 SIZES = {"S": {"n_layer": 2, "n_embd": 12, "n_head": 2},
          "M": {"n_layer": 2, "n_embd": 32, "n_head": 4},
          "L": {"n_layer": 3, "n_embd": 64, "n_head": 4}}
-ARMS = ("seed_only", "seed_only_long", "spa", "spa_len_tok", "spa_len_reg", "gold_loop")
-LOOPS = ("spa", "spa_len_tok", "spa_len_reg", "gold_loop")
+ARMS = ("seed_only", "seed_only_long", "spa", "spa_len_tok", "spa_len_reg", "gold_loop", "spa_seed30")
+LOOPS = ("spa", "spa_len_tok", "spa_len_reg", "gold_loop", "spa_seed30")
 SCALE = {"data": {"seed_pairs": 100, "prompts_per_iteration": [400, 1000, 1500]}}
 STAGE_KEYS = ("iteration", "pairs", "new_pairs", "label_accuracy", "chosen_longer", "flagged_share",
               "flagged_label_accuracy", "unflagged_label_accuracy", "gold_reward", "kl", "win_rate",
@@ -61,6 +63,8 @@ def arm_config(base, arm: str, size: str, beta: float, seed: int, spa_steps: int
         cfg.judge.length_control = "regress"
     elif arm == "gold_loop":
         cfg.judge.kind = "gold"
+    elif arm == "spa_seed30":
+        cfg.train.seed_epochs = 30.0
     elif arm == "seed_only_long":
         cfg.data.prompts_per_iteration = []
         cfg.train.seed_epochs = spa_steps * cfg.train.batch_size / cfg.data.seed_pairs
@@ -120,13 +124,14 @@ def _se(xs):
     return stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan
 
 
-def load(store: Path) -> dict[str, dict]:
+def load(*stores: Path) -> dict[str, dict]:
     rows = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["key"]] = row
+    for store in stores:
+        if store.exists():
+            for line in store.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["key"]] = row
     return rows
 
 
@@ -160,7 +165,7 @@ def paired_table(by: dict, cells: list, metric: str, title: str) -> None:
     for size, beta in cells:
         for arm, base in (("spa", "seed_only"), ("spa", "seed_only_long"), ("spa_len_tok", "seed_only_long"),
                           ("spa_len_reg", "seed_only_long"), ("spa_len_tok", "spa"), ("spa_len_reg", "spa"),
-                          ("gold_loop", "seed_only_long"), ("gold_loop", "spa")):
+                          ("gold_loop", "seed_only_long"), ("gold_loop", "spa"), ("spa_seed30", "seed_only_long")):
             a, b = by.get((size, beta, arm), {}), by.get((size, beta, base), {})
             d = [a[s].get(metric, math.nan) - b[s].get(metric, math.nan) for s in sorted(set(a) & set(b))]
             if len(d) < 2:
@@ -198,6 +203,8 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="print the tables of the stored runs and exit")
+    ap.add_argument("--also", action="append", default=[], metavar="JSONL",
+                    help="more stores to read (runs made in parallel into their own files)")
     args = ap.parse_args()
     store = Path(args.store)
     if not args.report:
@@ -222,7 +229,7 @@ def main() -> None:
                 for r in new:
                     print(f"  {r['key']:24s} gold {r['final']:.3f} KL {r['kl']:6.2f} len {r['length']:.2f} "
                           f"({r['wall_s']:.0f}s, {time.perf_counter() - t0:.0f}s elapsed)", flush=True)
-    report(load(store))
+    report(load(store, *map(Path, args.also)))
 
 
 if __name__ == "__main__":
