@@ -89,7 +89,8 @@ def run_unit(config: str, size: str, seed: int, betas: list[float], arms: list[s
     rows = []
     for beta in betas:
         spa_steps = done.get(f"{size}/{beta}/{seed}/spa")
-        for arm in ["spa"] + [a for a in arms if a not in ("spa", "seed_only")]:
+        needs_spa = any(a in arms for a in ("spa", "seed_only", "seed_only_long"))
+        for arm in (["spa"] if needs_spa else []) + [a for a in arms if a not in ("spa", "seed_only")]:
             key = f"{size}/{beta}/{seed}/{arm}"
             if key in done:
                 continue
@@ -214,7 +215,7 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
         betas = [float(b) for b in args.betas.split(",")]
-        done = {k: r["steps"] for k, r in load(store).items()}
+        done = {k: r["steps"] for k, r in load(store, *map(Path, args.also)).items()}
         units = [(size, seed) for seed in range(args.seeds) for size in args.sizes.split(",")]
         cache = os.environ.get("PREFDISCO_CACHE")
         t0 = time.perf_counter()
