@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 START_SET = ("dpo", "hinge", "ipo", "kto_pair")     # DiscoPOP's start set: what the search is given
 HELD_BACK = ("cdpo", "robust", "sppo_hard", "nca_pair", "bco_pair", "apo_zero", "exo_pair", "padll")
 BETAS = (0.1, 0.3, 1.0, 3.0)
+BETAS_EXTRA = (10.0,)   # added after DPO tuned to the edge (3) in clean_tiny: scored as a second pass
 FITNESS_SEEDS = (0, 1, 2, 3)
 HELDOUT_SEEDS = tuple(range(1000, 1008))
 QUALIFY_AT = 3.0
@@ -99,6 +100,16 @@ class Store:
             tmp.replace(self.path)
         return SuiteResult.from_dict(self.data[key])
 
+    def fitness(self, regime: str, loss: str) -> Any:
+        """The loss on the fitness seeds over the whole beta grid (BETAS, then BETAS_EXTRA)."""
+        return _merge([self.get(regime, "fitness", loss, BETAS), self.get(regime, "fitness", loss, BETAS_EXTRA)])
+
+
+def _merge(results: list[Any]) -> Any:
+    from dataclasses import replace
+
+    return replace(results[0], runs=[r for res in results for r in res.runs])
+
 
 def per_beta(result: Any) -> dict[float, list[float]]:
     """beta -> per-seed scores (seed order)."""
@@ -120,11 +131,11 @@ def study(regime: str, losses: tuple[str, ...], store: Store, heldout: bool) -> 
     from evaluators.paired import paired_difference
     from evaluators.suites import Scoring
 
-    fit = {loss: store.get(regime, "fitness", loss, BETAS) for loss in ("dpo", *losses)}
+    fit = {loss: store.fitness(regime, loss) for loss in ("dpo", *losses)}
     tune = {loss: tuned(r) for loss, r in fit.items()}
     scoring = Scoring(kl_weight=0.25, failure_score=-0.5, beta_aggregate="mean")
     dpo_beta = tune["dpo"][0]
-    dpo_at = store.get(regime, "fitness", "dpo", BETAS)
+    dpo_at = fit["dpo"]
     ranked = sorted(losses, key=lambda l: -tune[l][1])
     ranked = [l for l in ranked if l not in START_SET] + [l for l in ranked if l in START_SET]
     # fitness paired difference of each loss at its tuned beta vs DPO at its tuned beta
