@@ -76,3 +76,16 @@ def test_distance_is_two_for_the_opposite_loss() -> None:
     flipped = fingerprint(lambda pc, pr, rc, rr, beta: F.logsigmoid(beta * ((pc - rc) - (pr - rr))))[1]
     dpo = library_fingerprints(["dpo"])["dpo"]
     assert fingerprint_distance(flipped, dpo) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_rediscover_campaign_starts_from_the_start_set_on_disjoint_suites() -> None:
+    from pathlib import Path
+
+    from discovery.config import load_config
+    from evaluators.suites import load_suite
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "rediscover.yaml")
+    assert sorted(cfg.baselines) == ["dpo", "hinge", "ipo", "kto_pair"] and cfg.proposer.kind == "mutation"
+    fitness, heldout = load_suite(cfg.cascade.fitness_suite), load_suite(cfg.cascade.heldout_suite)
+    assert not {s.seed for s in fitness.instances()} & {s.seed for s in heldout.instances()}
+    assert [g.config for g in fitness.groups] == [g.config for g in heldout.groups]   # same regime
