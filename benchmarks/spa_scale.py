@@ -126,10 +126,14 @@ def _se(xs):
 
 
 def load(*stores: Path) -> dict[str, dict]:
+    """Rows by key from JSON-lines stores (``.gz`` too: the committed study's runs)."""
+    import gzip
+
     rows = {}
     for store in stores:
         if store.exists():
-            for line in store.read_text().splitlines():
+            text = gzip.decompress(store.read_bytes()).decode() if store.suffix == ".gz" else store.read_text()
+            for line in text.splitlines():
                 if line.strip():
                     row = json.loads(line)
                     rows[row["key"]] = row
