@@ -113,3 +113,18 @@ def review_texts(n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     words = [w for w in REVIEW_WORDS if w not in ("review", ":")]
     return [{"text": "review : " + " ".join(rng.choice(words) for _ in range(8))} for _ in range(n)]
+
+
+def judged_responses(request: dict) -> tuple[str, str]:
+    """(response A, response B) of a pairwise-judge request received by the OpenAI test double."""
+    text = request["messages"][-1]["content"]
+    a = text.split("[Response A]")[1].split("[Response B]")[0]
+    b = text.split("[Response B]")[1].split("Which response")[0]
+    return a.strip(), b.strip()
+
+
+def sentiment_judge(request: dict) -> str:
+    """A judge rule for the test double: the response with more positive-minus-negative words wins."""
+    a, b = judged_responses(request)
+    sa, sb = sentiment(a), sentiment(b)
+    return "A" if sa > sb else "B" if sb > sa else "TIE"

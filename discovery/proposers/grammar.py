@@ -174,6 +174,16 @@ class Link:
         return f"link -> {self.kind}: loss = -({self.link_expr('m')})"
 
 
+def _two_parents(parents: list[str], name: str, tail_source: str) -> str | None:
+    """A loss that computes both parents' losses inline (``loss_a``, ``loss_b``), then ``tail_source``."""
+    a, b = inline_loss(parents[0], "a_"), inline_loss(parents[1], "b_")
+    if a is None or b is None:
+        return None
+    tail = parse_ast(tail_source).body  # type: ignore[attr-defined]
+    return _module(name, [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
+                          *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1]), *tail])
+
+
 @dataclass(frozen=True)
 class GateMix:
     """DiscoPOP's gate: (1 - sigmoid(z / tau)) * loss_a + sigmoid(z / tau) * loss_b."""
@@ -182,13 +192,8 @@ class GateMix:
     arity = 2
 
     def render(self, parents: list[str], name: str) -> str | None:
-        a, b = inline_loss(parents[0], "a_"), inline_loss(parents[1], "b_")
-        if a is None or b is None:
-            return None
-        tail = parse_ast(f"z_mix = {Z}\ngate = torch.sigmoid(z_mix / {_num(self.tau)})\n"
-                         "return (1.0 - gate) * loss_a + gate * loss_b").body  # type: ignore[attr-defined]
-        return _module(name, [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
-                              *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1]), *tail])
+        return _two_parents(parents, name, f"z_mix = {Z}\ngate = torch.sigmoid(z_mix / {_num(self.tau)})\n"
+                                           "return (1.0 - gate) * loss_a + gate * loss_b")
 
     def describe(self) -> str:
         return f"gate-mix of two parents by sigmoid(z / {_num(self.tau)})"
@@ -202,13 +207,7 @@ class Mixture:
     arity = 2
 
     def render(self, parents: list[str], name: str) -> str | None:
-        a, b = inline_loss(parents[0], "a_"), inline_loss(parents[1], "b_")
-        if a is None or b is None:
-            return None
-        w = _num(self.w)
-        tail = parse_ast(f"w_mix = {w}\nreturn w_mix * loss_a + (1.0 - w_mix) * loss_b").body  # type: ignore[attr-defined]
-        return _module(name, [*a[0], ast.Assign([ast.Name("loss_a", ast.Store())], a[1]),
-                              *b[0], ast.Assign([ast.Name("loss_b", ast.Store())], b[1]), *tail])
+        return _two_parents(parents, name, f"w_mix = {_num(self.w)}\nreturn w_mix * loss_a + (1.0 - w_mix) * loss_b")
 
     def describe(self) -> str:
         return f"mixture {_num(self.w)} * a + {_num(1 - self.w)} * b"

@@ -19,21 +19,6 @@ from tests import tiny_hf
 from tests.discovery import openai_test_server as double
 
 
-
-def _responses(request: dict) -> tuple[str, str]:
-    text = request["messages"][-1]["content"]
-    a = text.split("[Response A]")[1].split("[Response B]")[0]
-    b = text.split("[Response B]")[1].split("Which response")[0]
-    return a.strip(), b.strip()
-
-
-def sentiment_judge(request: dict) -> str:
-    """The double's rule: the response with more positive-minus-negative words wins."""
-    a, b = _responses(request)
-    sa, sb = tiny_hf.sentiment(a), tiny_hf.sentiment(b)
-    return "A" if sa > sb else "B" if sb > sa else "TIE"
-
-
 def _judge(server, **overrides) -> PairwiseJudge:
     settings = dict(model="judge-double", base_url=server.base_url, api_key_env="PREFDISCO_TEST_NO_KEY",
                     max_retries=2, concurrency=2)
@@ -64,13 +49,13 @@ def test_judge_scores_each_pair_in_both_orders():
     prompts = ["review : it was"] * 4
     policy = ["good and fun", "bad", "good", "lovely"]
     reference = ["bad and dull", "good", "good", "dull"]
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         result = _judge(server).compare(prompts, policy, reference)
     assert result.scores == [1.0, 0.0, 0.5, 1.0]
     assert (result.wins, result.losses, result.ties) == (2, 1, 1)
     assert result.win_rate == pytest.approx(0.625)
     assert result.order_consistency == 1.0 and result.invalid == 0
-    seen = {_responses(r) for r in server.requests}
+    seen = {tiny_hf.judged_responses(r) for r in server.requests}
     assert ("good and fun", "bad and dull") in seen and ("bad and dull", "good and fun") in seen
     assert result.prompt_tokens > 0 and all(r["model"] == "judge-double" for r in server.requests)
 
@@ -89,7 +74,7 @@ def test_apply_judge_scores_a_finished_run_outside_the_sandbox():
     run = {"tier": "hf", "win_rate": None, "extra": {"generations": [
         {"prompt": "review : it was", "policy": "good fun", "reference": "dull"},
         {"prompt": "review : it is", "policy": "bad", "reference": "bad"}]}}
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         judged = apply_judge(run, {"model": "judge-double", "base_url": server.base_url,
                                    "api_key_env": "PREFDISCO_TEST_NO_KEY"})
     assert judged["win_rate"] == pytest.approx(0.75) and run["win_rate"] is None
@@ -129,7 +114,7 @@ def test_hf_tier_end_to_end_with_reward_model_and_judge(tmp_path):
     model_dir = tiny_hf.build_tiny_gpt2(tmp_path / "policy")
     reward_dir = tiny_hf.build_tiny_reward_model(tmp_path / "reward")
     data = tiny_hf.write_jsonl(tmp_path / "pairs.jsonl", tiny_hf.review_pairs(40))
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         result = hf_job(
             None, loss_name="dpo",  # the sandbox-job form: no candidate code, a registered baseline
             model=str(model_dir), dataset=str(data), eval_size=8, steps=12, learning_rate=5e-3, beta=0.5,

@@ -26,20 +26,6 @@ PROMPTS = ["review : the film was", "review : it is", "review : the film is very
            "review : the film was very", "review : it is very"]
 
 
-def _responses(request: dict) -> tuple[str, str]:
-    text = request["messages"][-1]["content"]
-    a = text.split("[Response A]")[1].split("[Response B]")[0]
-    b = text.split("[Response B]")[1].split("Which response")[0]
-    return a.strip(), b.strip()
-
-
-def sentiment_judge(request: dict) -> str:
-    """The double's rule: the response with more positive-minus-negative words wins."""
-    a, b = _responses(request)
-    sa, sb = tiny_hf.sentiment(a), tiny_hf.sentiment(b)
-    return "A" if sa > sb else "B" if sb > sa else "TIE"
-
-
 def _expected_judge_score(policy: str, init: str) -> float:
     """What the sentiment double's verdicts, asked in both orders, must average to for one prompt."""
     d = tiny_hf.sentiment(policy) - tiny_hf.sentiment(init)
@@ -145,7 +131,7 @@ def test_stage_evaluator_win_rates_are_those_of_the_models(models, tmp_path, mon
 
     monkeypatch.setenv("PREFDISCO_CACHE", str(tmp_path / "cache"))
     policy = AutoModelForCausalLM.from_pretrained(models["policy"]).eval()
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         evaluation = {"reward": {"model": str(models["rm"])}, "judge": _judge(server, length_controlled=True),
                       "generation": {"max_new_tokens": 6, "batch_size": 4}}
         evaluator, tokenizer, init = _evaluator(models, evaluation)
@@ -154,7 +140,7 @@ def test_stage_evaluator_win_rates_are_those_of_the_models(models, tmp_path, mon
         judged = record.evaluation["judge"]    # every prompt, both orders (where pi_i's answer equals
                                                # pi_init's, both orders are one question: a cache hit)
         assert judged["requests"] + judged["cache_hits"] == 2 * len(PROMPTS) == len(server.requests) + judged["cache_hits"]
-        asked = {_responses(r) for r in server.requests}
+        asked = {tiny_hf.judged_responses(r) for r in server.requests}
 
         mine = [_greedy(policy, tokenizer, p, 6) for p in PROMPTS]
         theirs = [_greedy(init, tokenizer, p, 6) for p in PROMPTS]
@@ -278,7 +264,7 @@ def test_spa_hf_rounds_report_reward_and_judge_win_rates(models, tmp_path, monke
     monkeypatch.setenv("PREFDISCO_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     tiny_hf.write_jsonl(tmp_path / "pairs.jsonl", tiny_hf.review_pairs(40))
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         raw = {"model": str(models["init"]), "seed": 2,
                "data": {"dataset": str(tmp_path / "pairs.jsonl"), "seed_pairs": 12, "prompts_per_iteration": [8, 8],
                         "eval_prompts": 5},
