@@ -20,7 +20,6 @@ import yaml
 from evaluators.suites import load_suite
 from tests import tiny_hf
 from tests.discovery import openai_test_server as double
-from tests.evaluators.test_hf_tier import sentiment_judge
 
 TINY_TRAIN = {"steps": 4, "batch_size": 4, "micro_batch": 2, "max_length": 32, "lr": 5.0e-3, "logging_steps": 1}
 TINY_GEN = {"max_new_tokens": 4, "batch_size": 8}
@@ -132,7 +131,7 @@ def test_judge_cache_answers_repeated_questions_without_a_call(tmp_path):
     from evaluators.judges import JudgeCache, LLMJudgeConfig, PairwiseJudge
 
     cfg = LLMJudgeConfig(model="judge-double", api_key_env="PREFDISCO_TEST_NO_KEY", max_retries=0)
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         cfg.base_url = server.base_url
         cache = JudgeCache(tmp_path / "judge.sqlite")
         first = PairwiseJudge(cfg, cache=cache).compare(["p", "q"], ["good", "bad"], ["bad", "good"])
@@ -195,7 +194,7 @@ def test_evaluate_judged_suites_on_stand_ins(stand_ins, tmp_path, suite_name, ev
                                              reference_column):
     settings = judged_overrides(stand_ins, stand_ins[eval_key], prompt_column, reference_column)
     cache = tmp_path / "cache"
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         settings["judge"] = {"model": "judge-double", "base_url": server.base_url,
                              "api_key_env": "PREFDISCO_TEST_NO_KEY", "max_retries": 0}
         suite = _extending(tmp_path, suite_name, settings)
@@ -233,7 +232,7 @@ def test_candidate_file_on_tldr_trains_in_the_sandbox_and_is_judged_in_the_paren
     src.write_text(get_loss("ipo").source)
     settings = judged_overrides(stand_ins, stand_ins["posts"], "prompt", "completion")
     out = tmp_path / "cand.json"
-    with double.ScriptedOpenAIServer(default=sentiment_judge) as server:
+    with double.ScriptedOpenAIServer(default=tiny_hf.sentiment_judge) as server:
         settings["judge"] = {"model": "judge-double", "base_url": server.base_url,
                              "api_key_env": "PREFDISCO_TEST_NO_KEY", "max_retries": 0}
         suite = _extending(tmp_path, "tldr", settings)
