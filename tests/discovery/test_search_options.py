@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from discovery.archive import map_elites
@@ -57,8 +59,13 @@ def test_options_are_off_by_default_and_the_rediscovery_draft_turns_them_on():
     assert Cascade(None, quick.cascade, validate=lambda code: [], fit=quick.fit).stages == SEARCH_STAGES
     draft = load_config(root / "configs" / "rediscover.yaml")
     assert [b.lower() for b in draft.baselines] == ["dpo", "hinge", "ipo", "kto_pair"]
-    assert draft.proposer.mutation.grammar_rate > 0 and draft.fit.trials > 0 and draft.database.kind == "map_elites"
-    assert Stage.FIT in Cascade(None, draft.cascade, validate=lambda code: [], fit=draft.fit).stages
+    # the rediscovery benchmark runs grammar moves and MAP-Elites; fitting stays off there (each trial
+    # is a full fitness evaluation, which its 10-minute budget cannot afford)
+    assert draft.proposer.mutation.grammar_rate > 0 and draft.database.kind == "map_elites"
+    assert draft.fit.trials == 0
+    assert Stage.FIT not in Cascade(None, draft.cascade, validate=lambda code: [], fit=draft.fit).stages
+    fitted = replace(draft.fit, trials=2)
+    assert Stage.FIT in Cascade(None, draft.cascade, validate=lambda code: [], fit=fitted).stages
 
 
 def test_same_seed_same_archive_with_every_option_on(tmp_path):
