@@ -101,7 +101,6 @@ class ReleasedThreshold:
         self.window = max(2, window)
         self.noise_fraction = noise_fraction
         self.recent: deque[float] = deque(maxlen=self.window)
-        self.tau = 0.0
 
     def current(self) -> float:
         """tau for the next batch, from the margins seen so far."""
@@ -116,7 +115,6 @@ class ReleasedThreshold:
         tau = self.current()
         flags = eligible & ~(margins > tau)
         self.recent.extend(float(m) for m in margins[eligible].detach().flatten().tolist())
-        self.tau = tau
         return tau, flags
 
 
